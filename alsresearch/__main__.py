@@ -1,0 +1,3 @@
+from alsresearch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,326 @@
+"""The protocol every model shares, and the model file format.
+
+Every model (ALS, popularity, random) is a :class:`Recommender`: ``fit``, ``recommend``,
+``recommend_batch``, ``recommend_for_history``, ``save``/``load`` and ``score_rows`` (a block of
+users' scores over the whole catalogue, in the model's internal row order). Evaluation, tuning,
+export and serving use only this protocol, never ``isinstance`` branches.
+
+A subclass implements:
+
+- ``fit(X, ...)``: learn, then call ``self._set_training_data(interactions)``;
+- ``score_rows(rows) -> (len(rows), n_items) float32``;
+- ``_history_scores(item_idx, weights) -> (n_items,) float32`` (fold-in for a new user);
+- ``_config() -> dict`` (JSON-serialisable hyperparameters, passed back to ``__init__``);
+- ``_state() -> dict[str, np.ndarray]`` and ``_restore(state)`` (learned arrays);
+- a class attribute ``model_type`` registered in :data:`MODEL_TYPES`.
+
+Model files are a single ``.npz`` read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from alsresearch.data import Interactions
+from alsresearch.topk import topk
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MODEL_TYPES",
+    "ModelFileError",
+    "NotFittedError",
+    "Recommender",
+    "UnknownIdError",
+    "load_model",
+    "validate_n",
+]
+
+FORMAT_NAME = "alsresearch-model"
+FORMAT_VERSION = 1
+MAX_N = 100_000
+SCORE_CHUNK = 2048
+
+#: model_type -> "module:Class"; load_model dispatches on the type stored in the file.
+MODEL_TYPES = {
+    "als": "alsresearch.als:ALSModel",
+    "popularity": "alsresearch.baselines:PopularityModel",
+    "random": "alsresearch.baselines:RandomModel",
+}
+
+
+class UnknownIdError(KeyError):
+    """A user or item id the model (or data set) does not know."""
+
+    def __init__(self, message: str, kind: str = "", ids: list | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.ids = ids or []
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, truncated, foreign or of another format version."""
+
+
+class NotFittedError(RuntimeError):
+    """The model was used before ``fit`` (or ``load``)."""
+
+
+def validate_n(n, n_max: int = MAX_N) -> int:
+    """``n`` as an int in 1..n_max, else a ValueError naming the problem."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer):
+        raise ValueError(f"n must be an integer, got {n!r}")
+    if not 1 <= n <= n_max:
+        raise ValueError(f"n must be between 1 and {n_max}, got {n}")
+    return int(n)
+
+
+class Recommender:
+    """Base class: id maps, seen items, top-N and the model file, shared by every model."""
+
+    model_type: ClassVar[str] = ""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    seen: sp.csr_matrix
+
+    # ------------------------------------------------------------------ subclass hooks
+    def fit(self, X, **kwargs) -> Self:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score_rows(self, rows: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        """Scores of users ``rows`` (internal indices) for every item: ``(len(rows), n_items)``."""
+        raise NotImplementedError
+
+    def _history_scores(
+        self, item_idx: np.ndarray, weights: np.ndarray
+    ) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def _config(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training data
+    def _set_training_data(self, interactions: Interactions) -> None:
+        """Remember the id maps and which items each user has (excluded from top-N)."""
+        self.user_ids = interactions.user_ids
+        self.item_ids = interactions.item_ids
+        seen = interactions.matrix.copy()
+        seen.data = np.ones_like(seen.data, dtype=np.float32)
+        self.seen = sp.csr_matrix(seen, dtype=np.float32)
+        self._lookup = Interactions(self.seen, self.user_ids, self.item_ids)
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "seen")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+
+    @property
+    def n_users(self) -> int:
+        self._check_fitted()
+        return self.seen.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        return self.seen.shape[1]
+
+    def user_index(self, users, missing="raise") -> np.ndarray:
+        self._check_fitted()
+        return self._lookup.user_index(users, missing=missing)
+
+    def item_index(self, items, missing="raise") -> np.ndarray:
+        self._check_fitted()
+        return self._lookup.item_index(items, missing=missing)
+
+    def knows_user(self, user) -> bool:
+        return bool(self.user_index([user], missing="ignore")[0] >= 0)
+
+    # ------------------------------------------------------------------ top-N
+    def topk_rows(
+        self, rows: np.ndarray, n: int, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` item indices and scores for internal user rows, in chunks of users.
+
+        Returns ``(idx, scores)`` of shape ``(len(rows), n)``; -1 / -inf pad users with fewer
+        than ``n`` unseen items.
+        """
+        self._check_fitted()
+        rows = np.asarray(rows, dtype=np.int64)
+        n = min(validate_n(n), self.n_items)
+        idx = np.empty((len(rows), n), dtype=np.int64)
+        val = np.empty((len(rows), n), dtype=np.float32)
+        for start in range(0, len(rows), SCORE_CHUNK):
+            block = rows[start : start + SCORE_CHUNK]
+            scores = np.ascontiguousarray(self.score_rows(block), dtype=np.float32)
+            i, v = topk(scores, n, self.seen if exclude_seen else None, block, inplace=True)
+            idx[start : start + len(block)] = i
+            val[start : start + len(block)] = v
+        return idx, val
+
+    def _to_external(self, idx: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep = idx >= 0
+        return self.item_ids[idx[keep]], val[keep]
+
+    def recommend(
+        self, user, n: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` (item ids, scores) for a known user, best first; raises UnknownIdError."""
+        row = self.user_index([user])
+        idx, val = self.topk_rows(row, n, exclude_seen)
+        return self._to_external(idx[0], val[0])
+
+    def recommend_batch(
+        self, users, n: int = 10, exclude_seen: bool = True
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``recommend`` for many known users at once, in the order given (duplicates allowed)."""
+        rows = self.user_index(list(users))
+        idx, val = self.topk_rows(rows, n, exclude_seen)
+        return [self._to_external(i, v) for i, v in zip(idx, val, strict=True)]
+
+    def recommend_for_history(
+        self, items, weights=None, n: int = 10
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` for an anonymous user who has ``items`` (external ids, with optional
+        counts ``weights``); the given items are excluded. Unknown items raise UnknownIdError."""
+        self._check_fitted()
+        n = min(validate_n(n), self.n_items)
+        items = list(items)
+        if not items:
+            raise ValueError("items must name at least one item")
+        item_idx = self.item_index(items)
+        w = np.ones(len(items)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(items),):
+            raise ValueError(f"weights must have one entry per item ({len(items)}), got {w.shape}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError("weights must be finite and >= 0")
+        # duplicates sum, as in Interactions.from_events
+        uniq, inverse = np.unique(item_idx, return_inverse=True)
+        w = np.bincount(inverse, weights=w).astype(np.float64)
+        scores = np.asarray(self._history_scores(uniq, w), dtype=np.float32)[None, :]
+        exclude = sp.csr_matrix((np.ones(len(uniq)), uniq, [0, len(uniq)]), shape=(1, self.n_items))
+        idx, val = topk(scores, n, exclude, np.zeros(1, dtype=np.int64), inplace=True)
+        return self._to_external(idx[0], val[0])
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the model to one ``.npz`` file (atomically: a temporary file, then rename)."""
+        self._check_fitted()
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(FORMAT_NAME),
+            "format_version": np.array(FORMAT_VERSION),
+            "model_type": np.array(self.model_type),
+            "config": np.array(json.dumps(self._config(), sort_keys=True)),
+            "user_ids": self.user_ids,
+            "item_ids": self.item_ids,
+            "seen_indptr": self.seen.indptr,
+            "seen_indices": self.seen.indices,
+        }
+        for key, value in self._state().items():
+            arrays[f"state_{key}"] = np.asarray(value)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read a model file written by ``save``; the file must hold this class's model type."""
+        model = load_model(path)
+        if not isinstance(model, cls):
+            raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+def load_model(path: str | Path) -> Recommender:
+    """Load any model saved by :meth:`Recommender.save`.
+
+    A missing, truncated, foreign or wrong-version file raises :class:`ModelFileError` (or
+    FileNotFoundError) naming the path and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = set(npz.files)
+            if "format" not in files or str(npz["format"]) != FORMAT_NAME:
+                raise ModelFileError(
+                    f"{path}: not an alsresearch model file (no '{FORMAT_NAME}' marker)"
+                )
+            version = int(npz["format_version"])
+            if version != FORMAT_VERSION:
+                raise ModelFileError(
+                    f"{path}: model format version {version}, this code reads version {FORMAT_VERSION}"
+                )
+            needed = {"model_type", "config", "user_ids", "item_ids", "seen_indptr", "seen_indices"}
+            if not needed <= files:
+                raise ModelFileError(f"{path}: missing entries {sorted(needed - files)}")
+            model_type = str(npz["model_type"])
+            config = json.loads(str(npz["config"]))
+            data = {k: npz[k] for k in npz.files}
+    except ModelFileError:
+        raise
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        KeyError,
+        ValueError,
+        json.JSONDecodeError,
+    ) as exc:
+        raise ModelFileError(
+            f"{path}: unreadable model file ({type(exc).__name__}: {exc})"
+        ) from exc
+    if model_type not in MODEL_TYPES:
+        raise ModelFileError(
+            f"{path}: unknown model type {model_type!r} (known: {sorted(MODEL_TYPES)})"
+        )
+    module_name, cls_name = MODEL_TYPES[model_type].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    try:
+        model = cls(**config)
+        n_users, n_items = len(data["user_ids"]), len(data["item_ids"])
+        indptr, indices = data["seen_indptr"], data["seen_indices"]
+        seen = sp.csr_matrix(
+            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items)
+        )
+        seen.check_format(full_check=True)
+        model._set_training_data(Interactions(seen, data["user_ids"], data["item_ids"]))
+        model._restore({k[len("state_") :]: v for k, v in data.items() if k.startswith("state_")})
+    except ModelFileError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        raise ModelFileError(
+            f"{path}: inconsistent model file ({type(exc).__name__}: {exc})"
+        ) from exc
+    return model

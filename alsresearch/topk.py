@@ -1,0 +1,129 @@
+"""Top-k selection over blocks of scores, with each user's seen items excluded (numba).
+
+One kernel serves every model's ``recommend`` / ``recommend_batch`` and the evaluator: a
+bounded min-heap per row, O(n_items log k), parallel over rows. Ties go to the lower item
+index, so results are deterministic. Rows with fewer than ``k`` candidates are padded with
+index -1 and score -inf.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from numba import njit, prange
+
+__all__ = ["topk"]
+
+
+@njit(inline="always")
+def _worse(v1, i1, v2, i2):
+    # (v1, i1) ranks below (v2, i2): lower score, or equal score and higher index
+    return v1 < v2 or (v1 == v2 and i1 > i2)
+
+
+@njit(inline="always")
+def _sift_down(hv, hi, pos, size):
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and _worse(hv[child + 1], hi[child + 1], hv[child], hi[child]):
+            child += 1
+        if _worse(hv[child], hi[child], hv[pos], hi[pos]):
+            hv[pos], hv[child] = hv[child], hv[pos]
+            hi[pos], hi[child] = hi[child], hi[pos]
+            pos = child
+        else:
+            break
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
+    b, n = scores.shape
+    for r in prange(b):
+        s = scores[r]
+        u = rows[r]
+        if u >= 0:
+            for p in range(indptr[u], indptr[u + 1]):
+                s[indices[p]] = -np.inf
+        hv = out_val[r]
+        hi = out_idx[r]
+        size = 0
+        for j in range(n):
+            v = s[j]
+            if not v > -np.inf:  # skips -inf and NaN
+                continue
+            if size < k:
+                # sift up
+                pos = size
+                hv[pos] = v
+                hi[pos] = j
+                size += 1
+                while pos > 0:
+                    parent = (pos - 1) // 2
+                    if _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
+                        hv[pos], hv[parent] = hv[parent], hv[pos]
+                        hi[pos], hi[parent] = hi[parent], hi[pos]
+                        pos = parent
+                    else:
+                        break
+            elif _worse(hv[0], hi[0], v, j):
+                hv[0] = v
+                hi[0] = j
+                _sift_down(hv, hi, 0, size)
+        # heap sort: pop the worst to the end, leaving best-first order
+        end = size
+        while end > 1:
+            end -= 1
+            hv[0], hv[end] = hv[end], hv[0]
+            hi[0], hi[end] = hi[end], hi[0]
+            _sift_down(hv, hi, 0, end)
+        for j in range(size, k):
+            hv[j] = -np.inf
+            hi[j] = -1
+
+
+def topk(
+    scores: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    rows: np.ndarray | None = None,
+    inplace: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns of each row of ``scores``, best first.
+
+    ``exclude`` is a CSR matrix whose row ``rows[r]`` lists the columns row ``r`` must not get
+    (its seen items); ``rows[r] = -1`` excludes nothing. With ``inplace=True`` the excluded
+    entries of ``scores`` are overwritten with -inf (saves a copy when scores are scratch).
+
+    Returns ``(indices, values)``, both ``(n_rows, k)``; int64 -1 / -inf pad short rows.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D, got shape {scores.shape}")
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float32)
+    if not inplace or not scores.flags.c_contiguous or not scores.flags.writeable:
+        scores = np.array(scores, order="C", copy=True)
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    b = scores.shape[0]
+    if exclude is None:
+        indptr = np.zeros(1, dtype=np.int64)
+        indices = np.zeros(0, dtype=np.int32)
+        rows = np.full(b, -1, dtype=np.int64)
+    else:
+        exclude = sp.csr_matrix(exclude)
+        if exclude.shape[1] != scores.shape[1]:
+            raise ValueError(
+                f"exclude has {exclude.shape[1]} columns, scores have {scores.shape[1]}"
+            )
+        indptr, indices = exclude.indptr, exclude.indices
+        rows = np.arange(b, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        if rows.shape != (b,):
+            raise ValueError(f"rows must have {b} entries, got {rows.shape}")
+    out_idx = np.empty((b, k), dtype=np.int64)
+    out_val = np.empty((b, k), dtype=scores.dtype)
+    _topk_block(scores, rows, indptr, indices, k, out_idx, out_val)
+    return out_idx, out_val
