@@ -143,7 +143,7 @@ class RecommenderContract:
         good = fitted.save(tmp_path / "good.npz")
         raw = good.read_bytes()
 
-        with pytest.raises(FileNotFoundError, match="missing.npz"):
+        with pytest.raises(FileNotFoundError, match=r"missing\.npz"):
             load_model(tmp_path / "missing.npz")
 
         truncated = tmp_path / "truncated.npz"
