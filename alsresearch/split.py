@@ -1,0 +1,219 @@
+"""Train/test splits of an :class:`~alsresearch.data.Interactions`, in the same id space.
+
+Every split returns ``(train, test)``: two Interactions with the *same* users and items (in the
+same order) as the input, so every matrix is ``n_users x n_items`` and rows line up with the
+model's rows. A split moves whole stored cells (a (user, item) pair with its count and
+timestamp): an item is never in both parts for one user.
+
+Invariants (tested in tests/test_split.py):
+
+- train and test are disjoint, and together they are exactly the input (counts add up, cell for
+  cell, timestamps follow their cells);
+- the same seed gives the same split; different seeds give different splits;
+- temporal splits respect time order (see each function for the exact statement);
+- a user with a single cell stays wholly in train (nothing would be left to learn from).
+
+How many cells of a user go to test (:func:`random_holdout`, :func:`temporal_holdout` with
+``test_fraction``): with ``n`` cells, ``n_test = round(test_fraction * n)`` rounded half up, then
+clipped to ``1 .. n - 1`` when ``n >= 2`` (every user with two or more cells keeps at least one
+cell in train and gets at least one test cell, so is evaluated), and 0 when ``n <= 1``. Users
+with few cells therefore give a larger share than ``test_fraction`` (a 2-cell user gives 1 of 2):
+the overall test share is a little above ``test_fraction`` on data with many light users.
+
+Cold items: a test cell whose item has no cell left in train (:func:`cold_items`). They are
+kept in the test set as relevant items (removing them would flatter every model); a model can
+still rank them, though it learned nothing about them. :func:`alsresearch.evaluate.evaluate`
+counts them in its result.
+
+:func:`validation_split` applies the same kinds of split inside a training set, so that tuning
+never looks at the test set.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from alsresearch.data import Interactions
+
+__all__ = [
+    "SPLIT_KINDS",
+    "cold_items",
+    "leave_last_out",
+    "random_holdout",
+    "temporal_holdout",
+    "validation_split",
+]
+
+
+def _check_fraction(test_fraction) -> float:
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float | np.floating):
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    return float(test_fraction)
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _need_timestamps(interactions: Interactions, what: str) -> np.ndarray:
+    if interactions.timestamps is None:
+        raise ValueError(
+            f"{what} needs timestamps, but these interactions have none: build them with "
+            "Interactions.from_events(..., timestamp_col=...) (or use random_holdout)"
+        )
+    return interactions.timestamps
+
+
+def _cells_per_user(interactions: Interactions) -> np.ndarray:
+    return np.diff(interactions.matrix.indptr)
+
+
+def _n_test(n_cells: np.ndarray, test_fraction: float) -> np.ndarray:
+    """Test cells per user: round half up, clipped to 1..n-1 for n >= 2, 0 for n <= 1."""
+    n_test = np.floor(test_fraction * n_cells + 0.5).astype(np.int64)
+    n_test = np.clip(n_test, 1, np.maximum(n_cells - 1, 1))
+    return np.where(n_cells >= 2, n_test, 0)
+
+
+def _last_cells(interactions: Interactions, key: np.ndarray, n_test: np.ndarray) -> np.ndarray:
+    """Mask of each user's ``n_test[u]`` cells with the largest ``key`` (ties: higher item index
+    last, i.e. to test first)."""
+    m = interactions.matrix
+    n_cells = np.diff(m.indptr)
+    rows = np.repeat(np.arange(interactions.n_users), n_cells)
+    order = np.lexsort((m.indices, key, rows))  # by user, then key, then item index
+    position = np.empty(m.nnz, dtype=np.int64)
+    position[order] = np.arange(m.nnz) - m.indptr[rows[order]]
+    return position >= (n_cells - n_test)[rows]
+
+
+def _apply(interactions: Interactions, test_mask: np.ndarray) -> tuple[Interactions, Interactions]:
+    return interactions.select_cells(~test_mask), interactions.select_cells(test_mask)
+
+
+def random_holdout(
+    interactions: Interactions, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[Interactions, Interactions]:
+    """Per user, a seeded uniformly random ``test_fraction`` of their cells go to test.
+
+    The number of test cells per user follows the module rule (round half up, at least one
+    and at most ``n - 1`` for users with ``n >= 2`` cells, none for single-cell users). Which
+    cells is uniform without replacement, from ``numpy.random.default_rng(seed)``; the result
+    depends only on the interactions and the seed. Timestamps are not needed (and are kept).
+    """
+    test_fraction = _check_fraction(test_fraction)
+    rng = np.random.default_rng(_check_seed(seed))
+    key = rng.random(interactions.nnz)
+    n_test = _n_test(_cells_per_user(interactions), test_fraction)
+    return _apply(interactions, _last_cells(interactions, key, n_test))
+
+
+def _to_seconds(cutoff) -> int:
+    if isinstance(cutoff, bool):
+        raise ValueError(f"cutoff must be a time, got {cutoff!r}")
+    if isinstance(cutoff, int | float | np.integer | np.floating):
+        if not np.isfinite(cutoff):
+            raise ValueError(f"cutoff must be finite, got {cutoff}")
+        return int(cutoff)
+    try:
+        stamp = pd.Timestamp(cutoff)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cutoff {cutoff!r} is not a time: {exc}") from exc
+    if stamp is pd.NaT:
+        raise ValueError(f"cutoff {cutoff!r} is not a time")
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return int((stamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1))
+
+
+def temporal_holdout(
+    interactions: Interactions,
+    cutoff=None,
+    test_fraction: float | None = None,
+) -> tuple[Interactions, Interactions]:
+    """Hold out the future: by a global time ``cutoff`` or each user's latest ``test_fraction``.
+
+    Give exactly one of:
+
+    - ``cutoff``: Unix seconds, or anything ``pandas.Timestamp`` parses (naive times are UTC).
+      Cells with ``timestamp >= cutoff`` go to test, the rest to train. Time order: every train
+      cell is older than every test cell, across all users. Users whose cells are all after the
+      cut-off have no training history (they are evaluated as cold users); users with nothing
+      after it are not in test.
+    - ``test_fraction``: per user, the latest ``n_test`` cells (module rule for ``n_test``) go to
+      test. Time order, per user: no train cell is newer than a test cell. Cells with equal
+      timestamps are ordered by item index (higher index counts as later).
+
+    A cell's timestamp is the latest event on that (user, item) pair (see
+    :class:`~alsresearch.data.Interactions`). Raises ValueError without timestamps.
+    """
+    stamps = _need_timestamps(interactions, "temporal_holdout")
+    if (cutoff is None) == (test_fraction is None):
+        raise ValueError("temporal_holdout needs exactly one of cutoff or test_fraction")
+    if cutoff is not None:
+        return _apply(interactions, stamps >= _to_seconds(cutoff))
+    n_test = _n_test(_cells_per_user(interactions), _check_fraction(test_fraction))
+    return _apply(interactions, _last_cells(interactions, stamps, n_test))
+
+
+def leave_last_out(
+    interactions: Interactions,
+    seed: int = 0,
+    use_timestamps: bool | None = None,
+) -> tuple[Interactions, Interactions]:
+    """One test cell per user with at least two cells; single-cell users stay in train.
+
+    With timestamps (``use_timestamps=None`` uses them when present) the test cell is the
+    user's latest (ties: the higher item index), so no train cell is newer than it. Without
+    timestamps (or ``use_timestamps=False``) it is a seeded uniformly random cell, from
+    ``numpy.random.default_rng(seed)``; ``seed`` is unused when timestamps decide.
+    """
+    seed = _check_seed(seed)
+    if use_timestamps is None:
+        use_timestamps = interactions.timestamps is not None
+    if use_timestamps:
+        key = _need_timestamps(interactions, "leave_last_out(use_timestamps=True)")
+    else:
+        key = np.random.default_rng(seed).random(interactions.nnz)
+    n_test = (_cells_per_user(interactions) >= 2).astype(np.int64)
+    return _apply(interactions, _last_cells(interactions, key, n_test))
+
+
+#: kind name -> split function, for :func:`validation_split` and parameter files
+SPLIT_KINDS = {
+    "random": random_holdout,
+    "temporal": temporal_holdout,
+    "leave_last_out": leave_last_out,
+}
+
+
+def validation_split(
+    train: Interactions,
+    kind: Literal["random", "temporal", "leave_last_out"] = "random",
+    **kwargs,
+) -> tuple[Interactions, Interactions]:
+    """Split a *training* set again, into (fit part, validation part), for tuning.
+
+    ``kind`` picks :func:`random_holdout` (``test_fraction``, ``seed``), :func:`temporal_holdout`
+    (``cutoff`` or ``test_fraction``) or :func:`leave_last_out` (``seed``, ``use_timestamps``);
+    ``kwargs`` go to it unchanged. Hyperparameters are chosen on the validation part and the
+    test set is never looked at. Use a seed different from the test split's seed (the cells
+    differ anyway, since the test cells are no longer in ``train``).
+    """
+    if kind not in SPLIT_KINDS:
+        raise ValueError(f"unknown split kind {kind!r}; known kinds: {sorted(SPLIT_KINDS)}")
+    return SPLIT_KINDS[kind](train, **kwargs)
+
+
+def cold_items(train: Interactions, test: Interactions) -> np.ndarray:
+    """Item indices that appear in ``test`` but have no cell in ``train`` (sorted)."""
+    in_train = np.bincount(train.matrix.indices, minlength=train.n_items) > 0
+    in_test = np.bincount(test.matrix.indices, minlength=test.n_items) > 0
+    return np.flatnonzero(in_test & ~in_train)
