@@ -1,0 +1,295 @@
+"""ALSModel and its kernels against independent float64 NumPy references (tests/reference.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from alsresearch import _kernels
+from alsresearch.als import ALSConfig, ALSModel
+from alsresearch.base import ModelFileError, load_model
+from alsresearch.data import Interactions
+from tests.contract import RecommenderContract
+from tests.reference import objective, solve_rows
+
+ALPHA, LAM = 40.0, 0.01
+
+
+def varied_counts(rng, n_users=70, n_items=45, k_max=None) -> sp.csr_matrix:
+    """Counts with 0 .. n_items-1 cells per user (several empty users), counts 1..9."""
+    k_max = n_items if k_max is None else k_max
+    nnz_per_user = rng.integers(0, k_max, size=n_users)
+    nnz_per_user[:4] = [0, 1, n_items - 1, 0]
+    rows, cols = [], []
+    for u, a in enumerate(nnz_per_user):
+        rows += [u] * int(a)
+        cols += rng.choice(n_items, size=int(a), replace=False).tolist()
+    data = rng.integers(1, 10, size=len(rows)).astype(np.float64)
+    return sp.csr_matrix((data, (rows, cols)), shape=(n_users, n_items))
+
+
+def kernel_half_sweep(solver, counts, Y, dtype, scaling="raw", steps=3, X0=None):
+    """One half-sweep of the kernel, with inputs built here (not by als.py) from the formulas."""
+    m = sp.csr_matrix(counts)
+    r = m.data.astype(np.float64)
+    w = (ALPHA * (np.log1p(r) if scaling == "log" else r)).astype(dtype)
+    Y = np.ascontiguousarray(Y, dtype=dtype)
+    G = (Y.astype(np.float64).T @ Y.astype(np.float64) + LAM * np.eye(Y.shape[1])).astype(dtype)
+    X = np.zeros((m.shape[0], Y.shape[1]), dtype=dtype) if X0 is None else X0.astype(dtype)
+    indptr, indices = m.indptr.astype(np.int64), m.indices.astype(np.int32)
+    if solver == "cholesky":
+        assert _kernels.cholesky_sweep(indptr, indices, w, Y, G, X, np.empty(0), 16) == 0
+    else:
+        _kernels.cg_sweep(indptr, indices, w, Y, G, X, np.empty(0), steps, 16)
+    return X
+
+
+def rel_err(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+# ---------------------------------------------------------------------- kernels vs closed form
+@pytest.mark.parametrize(("dtype", "tol"), [(np.float32, 1e-4), (np.float64, 1e-9)])
+@pytest.mark.parametrize("scaling", ["raw", "log"])
+def test_cholesky_half_sweep_equals_closed_form(rng, dtype, tol, scaling):
+    counts = varied_counts(rng)
+    Y = rng.normal(scale=0.3, size=(counts.shape[1], 12))
+    want = solve_rows(counts, Y, ALPHA, LAM, scaling)
+    got = kernel_half_sweep("cholesky", counts, Y, dtype, scaling)
+    assert rel_err(got, want) < tol
+    # per row too, so an error in a small row cannot hide behind large rows
+    for u in np.flatnonzero(np.diff(counts.indptr)):
+        assert rel_err(got[u], want[u]) < 10 * tol, f"row {u}"
+    empty = np.diff(counts.indptr) == 0
+    assert empty.sum() >= 2 and np.all(got[empty] == 0)
+
+
+def test_cg_with_k_steps_reaches_the_closed_form(rng):
+    """Conjugate gradient is exact after k steps in exact arithmetic; float64 gets close."""
+    counts = varied_counts(rng, n_items=30)
+    Y = rng.normal(scale=0.3, size=(counts.shape[1], 6))
+    want = solve_rows(counts, Y, ALPHA, LAM)
+    got = kernel_half_sweep("cg", counts, Y, np.float64, steps=40)
+    assert rel_err(got, want) < 1e-6
+    # a few warm-started steps from a nearby point improve on the start
+    start = want + rng.normal(scale=0.05, size=want.shape)
+    improved = kernel_half_sweep("cg", counts, Y, np.float64, steps=2, X0=start)
+    assert rel_err(improved, want) < 0.5 * rel_err(start, want)
+
+
+def test_kernels_do_not_depend_on_the_thread_count(rng):
+    import numba
+
+    counts = varied_counts(rng, n_users=300)
+    Y = rng.normal(scale=0.3, size=(counts.shape[1], 16))
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            results.append(kernel_half_sweep("cholesky", counts, Y, np.float32))
+            results.append(kernel_half_sweep("cg", counts, Y, np.float32))
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(results[0], results[2])
+    np.testing.assert_array_equal(results[1], results[3])
+
+
+# ---------------------------------------------------------------------- training
+@pytest.fixture
+def counts(rng) -> sp.csr_matrix:
+    return varied_counts(rng, n_users=90, n_items=60, k_max=25)
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-5)])
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("scaling", ["raw", "log"])
+def test_loss_history_is_the_dense_objective(counts, dtype, rtol, solver, scaling):
+    seen = []
+
+    def record(iteration, model):
+        seen.append(iteration)
+        want = objective(counts, model.user_factors, model.item_factors, ALPHA, LAM, scaling)
+        assert model.loss_history[-1] == pytest.approx(want, rel=rtol)
+        assert len(model.loss_history) == iteration
+
+    model = ALSModel(
+        factors=8, iterations=4, solver=solver, dtype=dtype, scaling=scaling, random_state=3
+    )
+    model.fit(counts, callback=record)
+    assert seen == [1, 2, 3, 4]
+    assert model.user_factors.dtype == np.dtype(dtype)
+    assert model.loss(counts) == pytest.approx(model.loss_history[-1], rel=rtol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cholesky_loss_never_increases(counts, dtype):
+    model = ALSModel(factors=10, iterations=12, solver="cholesky", dtype=dtype, random_state=0)
+    history = np.array(model.fit(counts).loss_history)
+    slack = 1e-6 if dtype == "float32" else 1e-12  # float32 round-off only
+    assert np.all(np.diff(history) <= slack * history[:-1])
+    assert history[-1] < history[0]
+
+
+def test_cholesky_iterations_are_exact_alternating_solves(counts):
+    """Two iterations of the model equal two alternating reference half-sweeps."""
+    model = ALSModel(factors=6, iterations=1, solver="cholesky", dtype="float64", random_state=5)
+    rng = np.random.default_rng(5)
+    rng.random((counts.shape[0], 6))  # the model draws the user factors first, then the items
+    Y0 = rng.random((counts.shape[1], 6)) * 0.01
+    model.fit(counts)
+    X1 = solve_rows(counts, Y0, ALPHA, LAM)
+    Y1 = solve_rows(counts.T, X1, ALPHA, LAM)
+    assert rel_err(model.user_factors, X1) < 1e-9
+    assert rel_err(model.item_factors, Y1) < 1e-9
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cg_final_loss_is_close_to_cholesky(rng, dtype):
+    # a less tiny problem so that three CG steps have something to approximate, with counts
+    # mostly 1 and a geometric tail, as in event logs. (Uniform counts 1..9 make confidences up
+    # to 361 and systems ill-conditioned enough that 3 warm-started steps lag ~1% at 15
+    # iterations; more cg_steps or iterations close the gap.)
+    counts = varied_counts(rng, n_users=400, n_items=150, k_max=40)
+    counts.data = rng.geometric(0.6, size=counts.nnz).astype(np.float64)
+    kw = {"factors": 16, "iterations": 15, "dtype": dtype, "random_state": 11}
+    exact = ALSModel(solver="cholesky", **kw).fit(counts).loss_history[-1]
+    cg = ALSModel(solver="cg", cg_steps=3, **kw).fit(counts).loss_history[-1]
+    assert abs(cg - exact) / exact < 0.01
+
+
+def test_same_seed_same_factors_and_threads_do_not_matter(counts):
+    a = ALSModel(factors=8, iterations=3, random_state=42, num_threads=1).fit(counts)
+    b = ALSModel(factors=8, iterations=3, random_state=42, num_threads=0).fit(counts)
+    c = ALSModel(factors=8, iterations=3, random_state=43).fit(counts)
+    np.testing.assert_array_equal(a.user_factors, b.user_factors)
+    np.testing.assert_array_equal(a.item_factors, b.item_factors)
+    assert not np.array_equal(a.item_factors, c.item_factors)
+
+
+def test_callback_can_stop_and_sees_a_usable_model(small_interactions):
+    calls = []
+
+    def stop_after_two(iteration, model):
+        items, _ = model.recommend(small_interactions.user_ids[5], n=3)
+        calls.append((iteration, len(items)))
+        return iteration == 2
+
+    model = ALSModel(factors=4, iterations=10, random_state=0)
+    model.fit(small_interactions, callback=stop_after_two)
+    assert calls == [(1, 3), (2, 3)]
+    assert len(model.loss_history) == 2
+
+
+# ---------------------------------------------------------------------- fold-in, similarity
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_fold_in_equals_the_next_half_sweep_row(counts, dtype, solver):
+    data = Interactions(counts, user_ids=np.arange(counts.shape[0]) * 10)
+    model = ALSModel(factors=8, iterations=3, dtype=dtype, solver=solver, random_state=1)
+    model.fit(data)
+    next_rows = solve_rows(counts, model.item_factors, ALPHA, LAM)
+    tol = 1e-4 if dtype == "float32" else 1e-9
+    for u in (1, 2, 7, 20):
+        items = counts.indices[counts.indptr[u] : counts.indptr[u + 1]]
+        weights = counts.data[counts.indptr[u] : counts.indptr[u + 1]]
+        assert rel_err(model.fold_in(items, weights), next_rows[u]) < tol
+        # and the public entry point ranks unseen items by those factors
+        got, scores = model.recommend_for_history(data.item_ids[items], weights, n=5)
+        ref_scores = model.item_factors.astype(np.float64) @ next_rows[u]
+        ref_scores = np.sort(np.delete(ref_scores, items))[::-1][:5]  # user 2 has 1 unseen item
+        np.testing.assert_allclose(scores, ref_scores, rtol=1e-3, atol=1e-5)
+        assert set(got.tolist()).isdisjoint(items.tolist())
+
+
+def test_similar_items_is_cosine_without_the_item_itself(small_interactions):
+    model = ALSModel(factors=6, iterations=3, random_state=0).fit(small_interactions)
+    Y = model.item_factors.astype(np.float64)
+    unit = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    j = 4
+    cos = unit @ unit[j]
+    cos[j] = -np.inf
+    want = np.argsort(-cos, kind="stable")[:5]
+    items, sims = model.similar_items(small_interactions.item_ids[j], n=5)
+    np.testing.assert_array_equal(items, small_interactions.item_ids[want])
+    np.testing.assert_allclose(sims, cos[want], rtol=1e-5)
+    assert small_interactions.item_ids[j] not in items.tolist()
+
+
+# ---------------------------------------------------------------------- save / load, errors
+def test_save_load_keeps_factors_config_and_history(counts, tmp_path):
+    model = ALSModel(factors=5, iterations=2, alpha=3.0, scaling="log", random_state=9)
+    model.fit(counts)
+    loaded = ALSModel.load(model.save(tmp_path / "m.npz"))
+    assert loaded.config == model.config
+    np.testing.assert_array_equal(loaded.user_factors, model.user_factors)
+    np.testing.assert_array_equal(loaded.item_factors, model.item_factors)
+    assert loaded.loss_history == model.loss_history
+    np.testing.assert_array_equal(loaded.fold_in([1, 2], [1, 3]), model.fold_in([1, 2], [1, 3]))
+
+
+def test_restore_rejects_factors_of_the_wrong_shape(counts, tmp_path):
+    model = ALSModel(factors=5, iterations=1, random_state=0).fit(counts)
+    path = model.save(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for key, bad in [
+        ("state_item_factors", arrays["state_item_factors"][:-1]),
+        ("state_user_factors", arrays["state_user_factors"][:, :3]),
+    ]:
+        broken = tmp_path / f"broken_{key}.npz"
+        np.savez(broken, **{**arrays, key: bad})
+        with pytest.raises(ModelFileError, match=key.removeprefix("state_")):
+            load_model(broken)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("factors", 0),
+        ("factors", 2.5),
+        ("factors", True),
+        ("iterations", 0),
+        ("alpha", -1.0),
+        ("alpha", float("nan")),
+        ("regularization", 0.0),
+        ("regularization", -0.1),
+        ("cg_steps", 0),
+        ("solver", "lu"),
+        ("scaling", "sqrt"),
+        ("dtype", "int8"),
+        ("random_state", -1),
+        ("num_threads", -2),
+    ],
+)
+def test_bad_hyperparameters_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        ALSModel(**{field: value})
+
+
+def test_config_is_frozen_and_round_trips_through_a_dict():
+    cfg = ALSModel(factors=7, dtype=np.float64, random_state=1).config
+    assert cfg.dtype == "float64"
+    assert ALSConfig(**cfg.to_dict()) == cfg
+    with pytest.raises(AttributeError):
+        cfg.factors = 3  # type: ignore[misc]
+
+
+def test_bad_training_data_is_a_clear_error(counts):
+    negative = counts.copy()
+    negative.data[0] = -1
+    with pytest.raises(ValueError, match=">= 0"):
+        ALSModel(factors=3).fit(negative)
+    with pytest.raises(TypeError, match="Interactions or a scipy sparse"):
+        ALSModel(factors=3).fit(counts.toarray())
+    model = ALSModel(factors=3, iterations=1).fit(counts)
+    with pytest.raises(ValueError, match="shape"):
+        model.loss(counts[:-1])
+
+
+# ---------------------------------------------------------------------- shared contract
+class TestALSContract(RecommenderContract):
+    @pytest.fixture
+    def make_model(self):
+        return lambda: ALSModel(factors=8, iterations=3, random_state=0)
