@@ -95,7 +95,8 @@ def _ndcg(hits: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
     disc = _discounts(hits.shape[1])
     ideal = np.concatenate([[0.0], np.cumsum(disc)])[np.minimum(n_rel, hits.shape[1])]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (hits @ disc) / np.where(n_rel > 0, ideal, np.nan)
+        # a row sum, not hits @ disc: BLAS may sum in a shape-dependent order
+        return np.where(hits, disc, 0.0).sum(axis=1) / np.where(n_rel > 0, ideal, np.nan)
 
 
 def _hit_rate(hits: np.ndarray, n_rel: np.ndarray) -> np.ndarray:

@@ -1,0 +1,230 @@
+"""Split invariants: disjoint, counts add up, seeded, time order respected, same id space."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alsresearch.data import Interactions
+from alsresearch.split import (
+    cold_items,
+    leave_last_out,
+    random_holdout,
+    temporal_holdout,
+    validation_split,
+)
+
+
+def timed_interactions(seed: int, n_users: int = 30, n_items: int = 25) -> Interactions:
+    """Random counts and timestamps, with ties in time, a single-cell and an empty user."""
+    rng = np.random.default_rng(seed)
+    dense = rng.integers(0, 4, size=(n_users, n_items)) * (rng.random((n_users, n_items)) < 0.4)
+    dense[0] = 0
+    dense[1] = 0
+    dense[1, 3] = 2
+    m = sp.csr_matrix(dense.astype(float))
+    stamps = rng.integers(1_000, 1_050, size=m.nnz)  # few distinct times: many ties
+    return Interactions(m, np.arange(n_users) + 500, [f"m{j}" for j in range(n_items)], stamps)
+
+
+def cells(x: Interactions) -> dict[tuple[int, int], tuple[float, int | None]]:
+    coo = x.matrix.tocoo()
+    ts = x.timestamps if x.timestamps is not None else [None] * x.nnz
+    return {
+        (int(r), int(c)): (float(v), None if t is None else int(t))
+        for r, c, v, t in zip(coo.row, coo.col, coo.data, ts, strict=True)
+    }
+
+
+def check_partition(data: Interactions, train: Interactions, test: Interactions) -> None:
+    assert train.same_id_space(data) and test.same_id_space(data)
+    a, b, whole = cells(train), cells(test), cells(data)
+    assert not set(a) & set(b), "train and test share cells"
+    assert {**a, **b} == whole, "train + test is not the input (cells, counts or timestamps)"
+    assert train.nnz + test.nnz == data.nnz
+
+
+def per_user(x: Interactions) -> np.ndarray:
+    return np.diff(x.matrix.indptr)
+
+
+SPLITS = {
+    "random": lambda d, s: random_holdout(d, 0.2, seed=s),
+    "random_half": lambda d, s: random_holdout(d, 0.5, seed=s),
+    "temporal_fraction": lambda d, s: temporal_holdout(d, test_fraction=0.3),
+    "temporal_cutoff": lambda d, s: temporal_holdout(d, cutoff=1_030),
+    "leave_last_out_time": lambda d, s: leave_last_out(d),
+    "leave_last_out_random": lambda d, s: leave_last_out(d, seed=s, use_timestamps=False),
+}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(sorted(SPLITS)), st.integers(0, 2**31), st.integers(0, 2**31))
+def test_every_split_partitions_the_input(kind, data_seed, split_seed):
+    data = timed_interactions(data_seed)
+    train, test = SPLITS[kind](data, split_seed)
+    check_partition(data, train, test)
+    if kind != "temporal_cutoff":  # a global cut-off may move a whole user to test
+        assert np.all(per_user(train)[per_user(data) == 1] == 1), "single-cell users stay in train"
+        assert np.all(per_user(train)[per_user(data) >= 1] >= 1)
+
+
+@pytest.mark.parametrize(
+    "fraction, n_cells, n_test",
+    [
+        (0.2, 1, 0),  # single-cell users stay in train
+        (0.2, 2, 1),  # 0.4 rounds to 0, clipped up to 1
+        (0.2, 3, 1),  # 0.6 -> 1
+        (0.2, 7, 1),  # 1.4 -> 1
+        (0.2, 8, 2),  # 1.6 -> 2
+        (0.2, 10, 2),
+        (0.25, 10, 3),  # 2.5 rounds half up -> 3
+        (0.9, 5, 4),  # 4.5 -> 5, clipped to n - 1
+    ],
+)
+def test_random_holdout_test_count_rule(fraction, n_cells, n_test):
+    m = sp.csr_matrix(np.ones((1, 12)))[:, :n_cells]
+    data = Interactions(sp.csr_matrix(m))
+    _, test = random_holdout(data, fraction, seed=3)
+    assert test.nnz == n_test
+
+
+def test_random_holdout_is_seeded(small_interactions):
+    a = random_holdout(small_interactions, seed=7)
+    b = random_holdout(small_interactions, seed=7)
+    c = random_holdout(small_interactions, seed=8)
+    assert cells(a[1]) == cells(b[1]) and cells(a[0]) == cells(b[0])
+    assert cells(a[1]) != cells(c[1])
+
+
+def test_random_holdout_picks_cells_uniformly():
+    # one user with 10 cells, 2 to test: each cell should be held out 20% of the time
+    data = Interactions(sp.csr_matrix(np.ones((1, 10))))
+    counts = np.zeros(10)
+    n_seeds = 2000
+    for seed in range(n_seeds):
+        _, test = random_holdout(data, 0.2, seed=seed)
+        counts[test.matrix.indices] += 1
+    freq = counts / n_seeds
+    # binomial sd = sqrt(.2 * .8 / 2000) ~ 0.009; 5 sd bounds
+    assert np.all(np.abs(freq - 0.2) < 0.045), freq
+
+
+def test_temporal_cutoff_orders_all_train_before_all_test():
+    data = timed_interactions(1)
+    train, test = temporal_holdout(data, cutoff=1_030)
+    assert train.timestamps.max() < 1_030 <= test.timestamps.min()
+
+
+def test_temporal_cutoff_parses_times():
+    events = pd.DataFrame(
+        {
+            "user": [1, 1, 2, 2],
+            "item": ["a", "b", "a", "c"],
+            "when": ["2024-01-01", "2024-03-01", "2024-02-01", "2024-05-01"],
+        }
+    )
+    data = Interactions.from_events(events, user_col="user", item_col="item", timestamp_col="when")
+    train, test = temporal_holdout(data, cutoff="2024-02-15")
+    assert sorted(map(tuple, test.to_frame()[["user_id", "item_id"]].values.tolist())) == [
+        (1, "b"),
+        (2, "c"),
+    ]
+    assert train.nnz == 2
+
+
+def test_temporal_fraction_keeps_each_users_latest_cells_for_test():
+    data = timed_interactions(2)
+    train, test = temporal_holdout(data, test_fraction=0.3)
+    for u in range(data.n_users):
+        tr = train.timestamps[train.matrix.indptr[u] : train.matrix.indptr[u + 1]]
+        te = test.timestamps[test.matrix.indptr[u] : test.matrix.indptr[u + 1]]
+        if len(tr) and len(te):
+            assert tr.max() <= te.min(), f"user row {u}: a train cell is newer than a test cell"
+
+
+def test_leave_last_out_holds_out_the_latest_cell():
+    # user 7: items x (t=5), y (t=9), z (t=9): the tie at 9 goes to the higher item index (z)
+    m = sp.csr_matrix(np.array([[1.0, 1.0, 1.0], [0.0, 2.0, 0.0]]))
+    data = Interactions(m, [7, 8], ["x", "y", "z"], timestamps=np.array([5, 9, 9, 1]))
+    train, test = leave_last_out(data)
+    assert test.to_frame()[["user_id", "item_id"]].values.tolist() == [[7, "z"]]
+    assert train.nnz == 3
+
+
+def test_leave_last_out_without_timestamps_is_seeded_random():
+    data = Interactions(sp.csr_matrix(np.ones((40, 6))))
+    a = leave_last_out(data, seed=1)[1]
+    b = leave_last_out(data, seed=1)[1]
+    c = leave_last_out(data, seed=2)[1]
+    assert np.array_equal(per_user(a), np.ones(40))
+    assert cells(a) == cells(b) != cells(c)
+    assert len(set(a.matrix.indices.tolist())) > 1  # not always the same column
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        lambda d: temporal_holdout(d, test_fraction=0.2),
+        lambda d: leave_last_out(d, use_timestamps=True),
+    ],
+)
+def test_temporal_splits_need_timestamps(small_interactions, split):
+    with pytest.raises(ValueError, match="needs timestamps"):
+        split(small_interactions)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "exactly one"),
+        ({"cutoff": 5, "test_fraction": 0.2}, "exactly one"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"cutoff": "not a date"}, "not a time"),
+    ],
+)
+def test_temporal_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        temporal_holdout(timed_interactions(0), **kwargs)
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5, "0.2", None])
+def test_random_holdout_rejects_bad_fraction(small_interactions, fraction):
+    with pytest.raises(ValueError, match="test_fraction"):
+        random_holdout(small_interactions, fraction)
+
+
+@pytest.mark.parametrize("seed", [-1, 0.5, "1"])
+def test_random_holdout_rejects_bad_seed(small_interactions, seed):
+    with pytest.raises(ValueError, match="seed"):
+        random_holdout(small_interactions, 0.2, seed=seed)
+
+
+def test_validation_split_splits_inside_train_only(small_interactions):
+    train, test = random_holdout(small_interactions, 0.2, seed=0)
+    fit, valid = validation_split(train, kind="random", test_fraction=0.25, seed=1)
+    check_partition(train, fit, valid)
+    assert not set(cells(valid)) & set(cells(test))
+    np.testing.assert_array_equal((fit.matrix + valid.matrix).toarray(), train.matrix.toarray())
+
+
+def test_validation_split_kinds():
+    data = timed_interactions(4)
+    _, valid = validation_split(data, kind="leave_last_out")
+    assert cells(valid) == cells(leave_last_out(data)[1])
+    _, valid = validation_split(data, kind="temporal", test_fraction=0.3)
+    assert cells(valid) == cells(temporal_holdout(data, test_fraction=0.3)[1])
+    with pytest.raises(ValueError, match="unknown split kind"):
+        validation_split(data, kind="by_magic")
+
+
+def test_cold_items_are_test_items_missing_from_train():
+    # item 2 only appears in test (user 1); item 1 is in both; item 3 nowhere
+    data = Interactions(sp.csr_matrix(np.array([[1.0, 1.0, 0, 0], [0, 1.0, 1.0, 0]])))
+    train = data.select_cells(np.array([True, True, True, False]))
+    test = data.select_cells(np.array([False, False, False, True]))
+    assert cold_items(train, test).tolist() == [2]
