@@ -7,16 +7,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import csv
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from alsresearch import paths
 from alsresearch.data import Interactions
 
-__all__ = ["SyntheticParams", "synthetic", "synthetic_events"]
+__all__ = [
+    "REGISTRY",
+    "ChecksumError",
+    "RemoteDataset",
+    "SyntheticParams",
+    "default_cache_dir",
+    "download",
+    "load",
+    "load_default",
+    "read_events",
+    "read_lastfm",
+    "read_lastfm_360k",
+    "read_movielens",
+    "synthetic",
+    "synthetic_events",
+]
 
 _SYNTHETIC_START = 1_704_067_200  # 2024-01-01T00:00:00Z
 _DAY = 86_400
@@ -336,3 +364,556 @@ def synthetic(
         (counts, (cells % n_items).astype(np.int32), indptr), shape=(n_users, n_items)
     )
     return Interactions(matrix, timestamps=latest)
+
+
+# ---------------------------------------------------------------------------------- readers
+#: Column kinds of :func:`_read_delimited`: "int", "float" and "count" (>= 0) must parse as
+#: finite numbers,
+#: "str" must be non-empty, "str?" may be empty, "sep" must be empty (the gaps that reading a
+#: "::" file with sep=":" leaves between fields).
+_NUMERIC = {"int": np.int64, "float": np.float64, "count": np.float64}
+_SHOW_LINES = 5
+
+
+def _read_delimited(
+    path: str | Path,
+    *,
+    sep: str,
+    columns: Mapping[str, str],
+    header: list[str] | None = None,
+    errors: Literal["raise", "drop"] = "raise",
+    what: str = "file",
+) -> pd.DataFrame:
+    """Read a delimited text file whose every line has exactly ``len(columns)`` fields.
+
+    ``columns`` maps a name to its kind (see ``_NUMERIC`` above). ``header`` is the expected
+    first line, if the format has one. Malformed lines (wrong number of fields, a value of the
+    wrong kind, blank lines) raise a ValueError naming the file, the line number (1-based, as
+    an editor shows it), what was expected and the line's start; with ``errors="drop"`` they
+    are dropped with a warning that says how many and where. A fast typed pandas read is tried
+    first; the line-by-line diagnosis runs only when it fails or drops are allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if errors not in ("raise", "drop"):
+        raise ValueError(f"errors must be 'raise' or 'drop', got {errors!r}")
+    names = list(columns)
+    keep = [n for n in names if columns[n] != "sep"]
+    first_line = 1
+    if header is not None:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            found = f.readline().rstrip("\r\n").split(sep)
+        if found != header:
+            raise ValueError(
+                f"{path}: line 1: expected the header {sep.join(header)!r}, got {sep.join(found)!r}"
+            )
+        first_line = 2
+    # "_extra" catches a field too many (pandas would silently drop it, or turn the first
+    # column into an index); lines with even more fields are skipped with a warning or error.
+    read = {
+        "sep": sep,
+        "header": None,
+        "names": [*names, "_extra"],
+        "index_col": False,
+        "skiprows": first_line - 1,
+        "skip_blank_lines": False,
+        "quoting": csv.QUOTE_NONE,
+        "engine": "c",
+        "encoding": "utf-8",
+    }
+    if errors == "raise" and all(columns[n] in _NUMERIC for n in keep):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                frame = pd.read_csv(path, dtype={n: _NUMERIC[columns[n]] for n in keep}, **read)
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+            pass  # diagnosed below
+        else:
+            empty = [n for n in frame.columns if n not in keep]
+            if (
+                frame[empty].isna().to_numpy().all()
+                and not frame[keep].isna().to_numpy().any()
+                and all(np.isfinite(frame[n]).all() for n in keep if columns[n] != "int")
+                and all((frame[n] >= 0).all() for n in keep if columns[n] == "count")
+            ):
+                return frame[keep]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            raw = pd.read_csv(
+                path,
+                dtype=str,
+                keep_default_na=False,
+                na_values=[],
+                on_bad_lines="warn",
+                encoding_errors="strict",
+                **read,
+            )
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from exc
+    # lines pandas skipped for having too many fields; every other line is one row of raw
+    skipped = sorted(
+        int(m.group(1))
+        for w in caught
+        for m in re.finditer(r"[Ss]kipping line (\d+)", str(w.message))
+    )
+    too_many = f"more than {len(names)} fields"
+    problems: dict[int, str] = dict.fromkeys(skipped, too_many)
+    n_lines = len(raw) + len(skipped)
+    lines = np.setdiff1d(np.arange(first_line, first_line + n_lines), skipped)
+    out = {}
+    extra = (raw["_extra"] != "").to_numpy()
+    for row in np.flatnonzero(extra)[:_SHOW_LINES]:
+        problems[int(lines[row])] = too_many
+    bad = extra.copy()
+    for name in names:
+        kind, text = columns[name], raw[name]
+        if kind in _NUMERIC:
+            values = pd.to_numeric(text, errors="coerce").to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
+            wrong = ~np.isfinite(values)
+            finite = np.where(wrong, 0.0, values)
+            if kind == "int":
+                wrong |= finite != np.round(finite)
+            elif kind == "count":
+                wrong |= finite < 0
+            expected = {"int": "an integer", "float": "a number", "count": "a count >= 0"}[kind]
+            out[name] = values
+        elif kind == "sep":
+            wrong = (text != "").to_numpy()
+            expected = f"the separator {sep * 2!r}"
+        else:
+            wrong = (text == "").to_numpy() if kind == "str" else np.zeros(len(text), bool)
+            expected = "a value"
+            out[name] = text
+        for row in np.flatnonzero(wrong & ~bad)[:_SHOW_LINES]:
+            problems[int(lines[row])] = f"{name}: expected {expected}, got {text.iloc[row]!r}"
+        bad |= wrong
+    n_bad = int(bad.sum()) + len(skipped)
+    if n_bad:
+        where = "; ".join(
+            f"line {line}: {problems[line]}" for line in sorted(problems)[:_SHOW_LINES]
+        )
+        layout = sep.join(keep) if "sep" not in columns.values() else "::".join(keep)
+        if errors == "raise":
+            raise ValueError(
+                f"{path}: {n_bad} malformed line(s), expected {layout!r}. {where}. "
+                "Pass errors='drop' to drop them."
+            )
+        warnings.warn(
+            f"{path}: dropped {n_bad} malformed line(s) of {n_lines}. {where}",
+            UserWarning,
+            stacklevel=3,
+        )
+    frame = pd.DataFrame({n: out[n][~bad] for n in keep})
+    for n in keep:
+        if columns[n] == "int":
+            frame[n] = frame[n].astype(np.int64)
+    return frame.reset_index(drop=True)
+
+
+def _ratings_interactions(ratings: pd.DataFrame, min_rating: float | None) -> Interactions:
+    """Every rating one interaction (optionally only ratings >= min_rating)."""
+    if min_rating is not None:
+        ratings = ratings[ratings["rating"] >= min_rating]
+        if ratings.empty:
+            raise ValueError(f"no ratings >= {min_rating}")
+    return Interactions.from_events(
+        ratings, user_col="user", item_col="item", timestamp_col="timestamp"
+    )
+
+
+_MOVIELENS_FILES = ("ratings.csv", "ratings.dat", "u.data")
+
+
+def read_movielens(path: str | Path, min_rating: float | None = None) -> Interactions:
+    """Read MovieLens ratings as implicit feedback: every rating counts as one interaction.
+
+    ``path`` is a ratings file or a directory holding one, in any MovieLens layout:
+
+    - ``u.data`` (100K): tab separated ``user item rating timestamp``, no header;
+    - ``ratings.dat`` (1M, 10M): ``user::item::rating::timestamp``, no header;
+    - ``ratings.csv`` (latest, latest-small, 20M, 25M, 32M): header
+      ``userId,movieId,rating,timestamp``.
+
+    A rating says the user watched the film and cared enough to rate it, which is the
+    implicit signal; its value is dropped, so a 1-star rating counts like a 5-star one.
+    ``min_rating`` (e.g. 4.0) keeps only ratings ``>= min_rating`` instead, the usual "liked it"
+    reading. Timestamps (Unix seconds) are kept for temporal splits.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = [path / name for name in _MOVIELENS_FILES if (path / name).is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"no MovieLens ratings file ({', '.join(_MOVIELENS_FILES)}) in directory {path}"
+            )
+        path = found[0]
+    ratings = {"user": "int", "item": "int", "rating": "float", "timestamp": "int"}
+    if path.name.endswith(".csv"):
+        frame = _read_delimited(
+            path,
+            sep=",",
+            columns=ratings,
+            header=["userId", "movieId", "rating", "timestamp"],
+            what="MovieLens ratings file",
+        )
+    elif path.name.endswith(".dat"):
+        # "::" read as ":" leaves an empty field between each pair of values
+        layout = {"user": "int", "_1": "sep", "item": "int", "_2": "sep", "rating": "float"}
+        layout |= {"_3": "sep", "timestamp": "int"}
+        frame = _read_delimited(path, sep=":", columns=layout, what="MovieLens ratings file")
+    else:
+        frame = _read_delimited(path, sep="\t", columns=ratings, what="MovieLens ratings file")
+    return _ratings_interactions(frame, min_rating)
+
+
+def load_default(min_rating: float | None = None) -> Interactions:
+    """The shipped MovieLens ml-latest-small: 610 users, 9,724 movies, 100,836 ratings.
+
+    Every rating is one interaction ("watched and rated", see :func:`read_movielens`);
+    ``min_rating=4.0`` keeps only ratings >= 4. This is the data every notebook and
+    ``make demo`` use by default. MovieLens terms: research use, no commercial use without
+    permission, cite Harper & Konstan (2015); see ``data/ml-latest-small/README.txt``.
+    """
+    return read_movielens(paths.data_dir() / "ml-latest-small" / "ratings.csv", min_rating)
+
+
+def read_lastfm(path: str | Path) -> Interactions:
+    """Last.fm HetRec 2011 ``user_artists.dat``: tab separated ``userID artistID weight``.
+
+    ``weight`` is the user's play count of the artist and becomes the cell count (the
+    ``r_ui`` of Hu, Koren & Volinsky). No timestamps.
+    """
+    frame = _read_delimited(
+        path,
+        sep="\t",
+        columns={"user": "int", "item": "int", "plays": "count"},
+        header=["userID", "artistID", "weight"],
+        what="Last.fm user_artists.dat",
+    )
+    return Interactions.from_events(frame, user_col="user", item_col="item", weight_col="plays")
+
+
+def read_lastfm_360k(
+    path: str | Path,
+    item: Literal["name", "mbid"] = "name",
+    errors: Literal["raise", "drop"] = "drop",
+) -> Interactions:
+    """Last.fm 360K ``usersha1-artmbid-artname-plays.tsv`` (Celma 2010), play counts as counts.
+
+    Tab separated, no header: user-mboxsha1, musicbrainz-artist-id, artist-name, plays. Items
+    are artist names by default (``item="name"``); about a third of the artists have no
+    MusicBrainz id, so ``item="mbid"`` treats those rows as malformed. The real file has a few
+    malformed lines, hence ``errors="drop"`` by default: they are dropped with a warning that
+    counts them and names the first line numbers (``errors="raise"`` stops at them).
+    Rows of the same user and artist (the file has some) sum.
+    """
+    if item not in ("name", "mbid"):
+        raise ValueError(f"item must be 'name' or 'mbid', got {item!r}")
+    frame = _read_delimited(
+        path,
+        sep="\t",
+        columns={
+            "user": "str",
+            "mbid": "str" if item == "mbid" else "str?",
+            "name": "str" if item == "name" else "str?",
+            "plays": "count",
+        },
+        errors=errors,
+        what="Last.fm 360K plays file",
+    )
+    return Interactions.from_events(frame, user_col="user", item_col=item, weight_col="plays")
+
+
+def read_events(
+    path: str | Path,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    *,
+    event_col: str | None = None,
+    event_weights: Mapping[str, float] | None = None,
+    weight_col: str | None = None,
+    timestamp_col: str | None = None,
+    errors: Literal["raise", "drop"] = "raise",
+) -> Interactions:
+    """A generic events file (CSV, TSV or Parquet): one row per event.
+
+    Columns: user, item, and optionally an event type (weighted by ``event_weights``, e.g.
+    ``{"view": 1, "click": 2, "purchase": 5}``), a numeric weight and a timestamp (Unix
+    seconds or any date text pandas parses). This is :meth:`Interactions.from_events` on
+    a file, documented here beside the other formats; see it for the validation rules.
+    """
+    return Interactions.from_events(
+        path,
+        user_col=user_col,
+        item_col=item_col,
+        weight_col=weight_col,
+        event_col=event_col,
+        event_weights=event_weights,
+        timestamp_col=timestamp_col,
+        errors=errors,
+    )
+
+
+# ---------------------------------------------------------------------------------- download
+class ChecksumError(ValueError):
+    """A downloaded (or cached) file does not match its published checksum."""
+
+
+@dataclass(frozen=True)
+class RemoteDataset:
+    """A public data set: where its official archive lives and how to check and read it."""
+
+    name: str
+    url: str
+    """The official archive (zip or tar.gz)."""
+    member: str
+    """Path inside the archive of the file the reader needs."""
+    reader: Callable[[Path], Interactions]
+    md5: str | None = None
+    """The archive's checksum as its publisher gives it (None: none published)."""
+    member_md5: str | None = None
+    """The member's checksum, for publishers that give file checksums instead."""
+    checksum_source: str = ""
+    """Where the checksums come from (or why there are none)."""
+
+    @property
+    def archive_name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+_GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
+_SIDECAR = "GroupLens' published {}.md5 sidecar"
+
+#: name -> RemoteDataset. Checksums are the publishers' own values, never ones we computed.
+REGISTRY: dict[str, RemoteDataset] = {
+    spec.name: spec
+    for spec in [
+        RemoteDataset(
+            "ml-100k",
+            _GROUPLENS + "ml-100k.zip",
+            "ml-100k/u.data",
+            read_movielens,
+            md5="0e33842e24a9c977be4e0107933c0723",
+            checksum_source=_SIDECAR.format("ml-100k.zip"),
+        ),
+        RemoteDataset(
+            "ml-1m",
+            _GROUPLENS + "ml-1m.zip",
+            "ml-1m/ratings.dat",
+            read_movielens,
+            md5="c4d9eecfca2ab87c1945afe126590906",
+            checksum_source=_SIDECAR.format("ml-1m.zip"),
+        ),
+        RemoteDataset(
+            "ml-10m",
+            _GROUPLENS + "ml-10m.zip",
+            "ml-10M100K/ratings.dat",
+            read_movielens,
+            md5="ce571fd55effeba0271552578f2648bd",
+            checksum_source=_SIDECAR.format("ml-10m.zip"),
+        ),
+        RemoteDataset(
+            "ml-20m",
+            _GROUPLENS + "ml-20m.zip",
+            "ml-20m/ratings.csv",
+            read_movielens,
+            md5="cd245b17a1ae2cc31bb14903e1204af3",
+            checksum_source=_SIDECAR.format("ml-20m.zip"),
+        ),
+        RemoteDataset(
+            "ml-25m",
+            _GROUPLENS + "ml-25m.zip",
+            "ml-25m/ratings.csv",
+            read_movielens,
+            md5="6b51fb2759a8657d3bfcbfc42b592ada",
+            checksum_source=_SIDECAR.format("ml-25m.zip"),
+        ),
+        RemoteDataset(
+            "ml-32m",
+            _GROUPLENS + "ml-32m.zip",
+            "ml-32m/ratings.csv",
+            read_movielens,
+            md5="d472be332d4daa821edc399621853b57",
+            checksum_source=_SIDECAR.format("ml-32m.zip"),
+        ),
+        RemoteDataset(
+            "ml-latest-small",
+            _GROUPLENS + "ml-latest-small.zip",
+            "ml-latest-small/ratings.csv",
+            read_movielens,
+            member_md5="325a6f09399d1c45671f187505e1a100",
+            checksum_source=(
+                "no published archive checksum found (GroupLens regenerates the 'latest' "
+                "archives); member md5 of the 2018-09-26 release as recorded in "
+                "data/ml-latest-small/PROVENANCE.txt, which ships the same file"
+            ),
+        ),
+        RemoteDataset(
+            "lastfm-2k",
+            "https://files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip",
+            "user_artists.dat",
+            read_lastfm,
+            checksum_source="no published checksum found for the HetRec 2011 archive",
+        ),
+        RemoteDataset(
+            "lastfm-360k",
+            "http://mtg.upf.edu/static/datasets/last.fm/lastfm-dataset-360K.tar.gz",
+            "lastfm-dataset-360K/usersha1-artmbid-artname-plays.tsv",
+            read_lastfm_360k,
+            member_md5="be672526eb7c69495c27ad27803148f1",
+            checksum_source="file MD5 published in the data set's README (version 1.2, 2010)",
+        ),
+    ]
+}
+
+
+def default_cache_dir() -> Path:
+    """Where downloads are cached: ``$ALSRESEARCH_CACHE``, else ``$XDG_CACHE_HOME/alsresearch``,
+    else ``~/.cache/alsresearch``."""
+    if os.environ.get("ALSRESEARCH_CACHE"):
+        return Path(os.environ["ALSRESEARCH_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "alsresearch"
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check(path: Path, expected: str | None, what: str) -> None:
+    if expected is not None and (got := _md5(path)) != expected.lower():
+        raise ChecksumError(f"{what}: md5 {got} does not match the published md5 {expected}")
+
+
+def _atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through a temporary file in the same directory, renamed into place when done."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download(
+    name: str | RemoteDataset,
+    cache_dir: str | Path | None = None,
+    *,
+    url: str | None = None,
+    base_url: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch a public data set's official archive, verify it, cache it; return the data file.
+
+    ``name`` is a key of :data:`REGISTRY` (``ml-100k``, ``ml-1m``, ``ml-10m``, ``ml-20m``,
+    ``ml-25m``, ``ml-32m``, ``ml-latest-small``, ``lastfm-2k``, ``lastfm-360k``) or a
+    :class:`RemoteDataset`. The archive goes to ``<cache_dir>/<name>/`` (default
+    :func:`default_cache_dir`); the file the reader needs is extracted beside it. Both are written to a
+    temporary file and renamed into place, so an interrupted download leaves nothing that looks
+    complete. The publisher's checksum (of the archive, or of the extracted file where only
+    that is published) is verified on download and again on every later call; a cached copy
+    that verifies is never downloaded again, one that does not is replaced. Where no checksum
+    is published, a warning says so. ``url`` replaces the archive's address, ``base_url`` only
+    the part before the file name (mirrors, tests).
+    """
+    spec = _lookup_remote(name)
+    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / spec.name
+    source = url or (
+        base_url.rstrip("/") + "/" + spec.archive_name if base_url is not None else spec.url
+    )
+    archive = root / spec.archive_name
+    member = root / spec.member
+    if archive.is_file():
+        try:
+            _check(archive, spec.md5, f"cached {archive}")
+        except ChecksumError as exc:
+            warnings.warn(f"{exc}; downloading it again", UserWarning, stacklevel=2)
+            archive.unlink()
+            member.unlink(missing_ok=True)
+    if not archive.is_file():
+        _fetch(source, archive, spec, timeout)
+        member.unlink(missing_ok=True)
+    if not member.is_file():
+        _extract(archive, spec.member, member)
+    try:
+        _check(member, spec.member_md5, f"{member} (from {spec.archive_name})")
+    except ChecksumError:
+        archive.unlink()
+        member.unlink()
+        raise
+    return member
+
+
+def load(name: str | RemoteDataset, cache_dir: str | Path | None = None, **kwargs) -> Interactions:
+    """:func:`download` a registered data set (``kwargs`` go to it) and read it."""
+    spec = _lookup_remote(name)
+    return spec.reader(download(spec, cache_dir, **kwargs))
+
+
+def _lookup_remote(name: str | RemoteDataset) -> RemoteDataset:
+    if isinstance(name, RemoteDataset):
+        return name
+    if name not in REGISTRY:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def _fetch(source: str, archive: Path, spec: RemoteDataset, timeout: float) -> None:
+    digest = hashlib.md5(usedforsecurity=False)
+
+    def write(f: BinaryIO) -> None:
+        try:
+            with urllib.request.urlopen(source, timeout=timeout) as response:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    f.write(chunk)
+        except OSError as exc:  # URLError, HTTPError, timeouts
+            raise OSError(f"could not download {spec.name} from {source}: {exc}") from exc
+        if spec.md5 is not None and digest.hexdigest() != spec.md5.lower():
+            raise ChecksumError(
+                f"{spec.name}: the archive downloaded from {source} has md5 {digest.hexdigest()}, "
+                f"not the published md5 {spec.md5} ({spec.checksum_source}); nothing was cached"
+            )
+
+    _atomic_write(archive, write)
+    if spec.md5 is None and spec.member_md5 is None:
+        warnings.warn(
+            f"{spec.name}: {spec.checksum_source or 'no published checksum'}; the download "
+            f"from {source} could not be verified (its md5 is {digest.hexdigest()})",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _extract(archive: Path, name: str, target: Path) -> None:
+    """Extract one member of a zip or tar archive to ``target`` (atomically)."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                try:
+                    info = z.getinfo(name)
+                except KeyError:
+                    raise ValueError(f"{archive} has no member {name!r}") from None
+                _atomic_write(target, lambda f: shutil.copyfileobj(z.open(info), f))
+            return
+        with tarfile.open(archive) as t:
+            try:
+                fileobj = t.extractfile(name)
+            except KeyError:
+                fileobj = None
+            if fileobj is None:
+                raise ValueError(f"{archive} has no file member {name!r}")
+            _atomic_write(target, lambda f: shutil.copyfileobj(fileobj, f))
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise ValueError(f"{archive}: not a readable zip or tar archive ({exc})") from exc
