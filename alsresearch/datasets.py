@@ -1,7 +1,14 @@
-"""Data sets: the shipped default, readers for public formats, and a synthetic generator.
+"""Data sets: the shipped default, readers for public formats, downloads, synthetic data.
 
-- :func:`synthetic` / :func:`synthetic_events`: a seeded generator with a planted latent
-  structure, power-law item popularity and log-normal user activity, fast enough for benchmarks
+- :func:`load_default`: the shipped MovieLens ml-latest-small (every rating one interaction).
+- Readers, each returning :class:`~alsresearch.data.Interactions`: :func:`read_movielens`
+  (``u.data``, ``ratings.dat``, ``ratings.csv``), :func:`read_lastfm` (HetRec 2011
+  ``user_artists.dat``), :func:`read_lastfm_360k`, :func:`read_events` (any CSV/Parquet
+  events file). Malformed lines raise a ValueError naming the file and line.
+- :func:`download` / :func:`load`: the official archives in :data:`REGISTRY`, verified
+  against their publishers' checksums and cached under :func:`default_cache_dir`.
+- :func:`synthetic` / :func:`synthetic_events`: a seeded generator with planted topics,
+  power-law item popularity and log-normal user activity, fast enough for benchmarks
   (500k users x 50k items x 10M cells in seconds).
 """
 
@@ -155,7 +162,8 @@ class _Planted:
             per_user += 1
         per_cell = rng.multinomial(per_user, self.theta)  # (n_users, n_factors) counts
         users = np.repeat(np.arange(self.n_users, dtype=np.int32), per_user)
-        topics = np.repeat(np.tile(np.arange(self.n_factors), self.n_users), per_cell.ravel())
+        topic_ids = np.tile(np.arange(self.n_factors, dtype=np.int32), self.n_users)
+        topics = np.repeat(topic_ids, per_cell.ravel())
         pos = _alias_draw(
             rng, self.topic_prob, self.topic_alias, self.seg_start[topics], self.seg_size[topics]
         )
@@ -194,10 +202,13 @@ def _alias_draw(
     """One alias draw per entry of ``start`` from the table slice ``start : start + size``.
 
     ``alias`` holds absolute positions, so the slices of several tables can be concatenated.
+    One uniform per draw: its integer part picks the slot, its fractional part (uniform and
+    independent of the slot) is the coin.
     """
-    n = len(start)
-    slot = start + np.minimum((rng.random(n) * size).astype(np.int64), np.asarray(size) - 1)
-    return np.where(rng.random(n) < prob[slot], slot, alias[slot])
+    scaled = rng.random(len(start)) * size
+    offset = np.minimum(scaled.astype(np.int64), np.asarray(size) - 1)
+    slot = start + offset
+    return np.where(scaled - offset < prob[slot], slot, alias[slot])
 
 
 def _draw_events(
