@@ -29,6 +29,9 @@ from numba import njit, prange
 #: order of operations is fixed at compile time and does not depend on threads.
 _FASTMATH = {"reassoc", "contract", "nsz"}
 
+#: rows with at least this many cells build ``Y_u^T W_u Y_u`` with one BLAS product
+GEMM_MIN_CELLS = 16
+
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _dot(a, b, k):
@@ -81,9 +84,41 @@ def _row_loss(indptr, indices, w, Y, x, u, k):
     return acc
 
 
+@njit(inline="always")
+def _max_row_length(indptr, lo, hi):
+    m = 0
+    for u in range(lo, hi):
+        m = max(m, indptr[u + 1] - indptr[u])
+    return m
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _gather(indptr, indices, Y, u, out):
+    """Copy the other-side rows of row ``u``'s cells into ``out`` (contiguous, reused)."""
+    p0 = indptr[u]
+    for q in range(indptr[u + 1] - p0):
+        src = Y[indices[p0 + q]]
+        for a in range(Y.shape[1]):
+            out[q, a] = src[a]
+    return indptr[u + 1] - p0
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _gathered_loss(Yu, wu, nu, x, k):
+    """:func:`_row_loss` on factors already gathered into ``Yu``."""
+    acc = 0.0
+    for q in range(nu):
+        s = np.float64(_dot(Yu[q], x, k))
+        acc += (1.0 + wu[q]) * (1.0 - s) ** 2 - s * s
+    return acc
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block):
     """Exact half-sweep: ``X[u] = A_u^{-1} b_u`` for every row, by Cholesky.
+
+    ``Y_u^T W_u Y_u`` is one BLAS product on the row's gathered factors when the row has at
+    least ``GEMM_MIN_CELLS`` cells, else rank-one updates of the lower triangle.
 
     Returns the number of rows whose system was not numerically positive definite (their row
     of ``X`` is left unchanged); 0 in normal operation.
@@ -94,38 +129,66 @@ def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block):
     failed = np.zeros(n_blocks, dtype=np.int64)
     want_loss = len(loss_part) > 0
     for blk in prange(n_blocks):
+        lo = blk * block
+        hi = min(n, lo + block)
+        m = _max_row_length(indptr, lo, hi)
+        Yu = np.empty((m, k), dtype=Y.dtype)
+        Yw = np.empty((m, k), dtype=Y.dtype)
         A = np.empty((k, k), dtype=Y.dtype)
         b = np.empty(k, dtype=Y.dtype)
-        for u in range(blk * block, min(n, (blk + 1) * block)):
+        for u in range(lo, hi):
+            p0 = indptr[u]
+            nu = _gather(indptr, indices, Y, u, Yu)
             for a in range(k):
-                for c in range(a + 1):
-                    A[a, c] = G[a, c]
                 b[a] = 0
-            for p in range(indptr[u], indptr[u + 1]):
-                y = Y[indices[p]]
-                wp = w[p]
+            for q in range(nu):
+                wq = w[p0 + q]
                 for a in range(k):
-                    wa = wp * y[a]
-                    b[a] += y[a] + wa
+                    Yw[q, a] = wq * Yu[q, a]
+                    b[a] += Yu[q, a] + Yw[q, a]
+            if nu >= GEMM_MIN_CELLS:
+                np.dot(Yw[:nu].T, Yu[:nu], A)
+                for a in range(k):
                     for c in range(a + 1):
-                        A[a, c] += wa * y[c]
+                        A[a, c] += G[a, c]
+            else:
+                for a in range(k):
+                    for c in range(a + 1):
+                        A[a, c] = G[a, c]
+                for q in range(nu):
+                    for a in range(k):
+                        wa = Yw[q, a]
+                        for c in range(a + 1):
+                            A[a, c] += wa * Yu[q, c]
             if _cholesky_solve(A, b, k):
                 X[u] = b
             else:
                 failed[blk] += 1
             if want_loss:
-                loss_part[u] = _row_loss(indptr, indices, w, Y, X[u], u, k)
+                loss_part[u] = _gathered_loss(Yu, w[p0 : p0 + nu], nu, X[u], k)
     return failed.sum()
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _apply_A(indptr, indices, w, Y, G, v, out, u, k):
-    """``out = A_u v = G v + sum_i w_ui (y_i . v) y_i`` without forming ``A_u``."""
+def _cg_update(x, r, d, Ad, rs, k):
+    """One CG update given ``Ad = A d``; returns the new squared residual norm."""
+    step = rs / _dot(d, Ad, k)
     for a in range(k):
-        out[a] = _dot(G[a], v, k)
-    for p in range(indptr[u], indptr[u + 1]):
-        y = Y[indices[p]]
-        t = w[p] * _dot(y, v, k)
+        x[a] += step * d[a]
+        r[a] -= step * Ad[a]
+    rs_new = _dot(r, r, k)
+    beta = rs_new / rs
+    for a in range(k):
+        d[a] = r[a] + beta * d[a]
+    return rs_new
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _add_cells(Yu, wu, nu, v, out, k):
+    """``out += sum_q wu[q] (y_q . v) y_q`` over the first ``nu`` gathered rows."""
+    for q in range(nu):
+        y = Yu[q]
+        t = wu[q] * _dot(y, v, k)
         for a in range(k):
             out[a] += t * y[a]
 
@@ -135,8 +198,10 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block):
     """Approximate half-sweep: ``steps`` conjugate-gradient steps on ``A_u x = b_u`` per row,
     warm-started from the current ``X[u]`` (updated in place).
 
-    The residual ``b_u - A_u x`` is formed as ``-G x + sum_i (1 + w_ui - w_ui y_i.x) y_i``, one
-    pass over the row's cells.
+    The ``G v`` part of every ``A_u v`` is one BLAS product over the block of rows per step;
+    rows with at least ``k`` cells (where the cell part dominates) instead run their steps one
+    row at a time on gathered, contiguous factors. Both orders give the same arithmetic per row.
+    The residual ``b_u - A_u x`` is ``-G x + sum_i (1 + w_ui - w_ui y_i.x) y_i``.
     """
     n = len(indptr) - 1
     k = Y.shape[1]
@@ -144,40 +209,65 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block):
     want_loss = len(loss_part) > 0
     tiny = 1e-20
     for blk in prange(n_blocks):
-        x = np.empty(k, dtype=Y.dtype)
-        r = np.empty(k, dtype=Y.dtype)
-        d = np.empty(k, dtype=Y.dtype)
-        Ad = np.empty(k, dtype=Y.dtype)
-        for u in range(blk * block, min(n, (blk + 1) * block)):
+        lo = blk * block
+        hi = min(n, lo + block)
+        B = hi - lo
+        m = _max_row_length(indptr, lo, hi)
+        Yu = np.empty((m, k), dtype=Y.dtype)
+        Xb = np.empty((B, k), dtype=Y.dtype)
+        R = np.empty((B, k), dtype=Y.dtype)
+        D = np.empty((B, k), dtype=Y.dtype)
+        AD = np.empty((B, k), dtype=Y.dtype)
+        rs = np.empty(B, dtype=Y.dtype)
+        for j in range(B):
             for a in range(k):
-                x[a] = X[u, a]
+                Xb[j, a] = X[lo + j, a]
+        np.dot(Xb, G, AD)
+        for j in range(B):
+            u = lo + j
+            p0 = indptr[u]
+            nu = _gather(indptr, indices, Y, u, Yu)
+            x, r, d, ad = Xb[j], R[j], D[j], AD[j]
             for a in range(k):
-                r[a] = -_dot(G[a], x, k)
-            for p in range(indptr[u], indptr[u + 1]):
-                y = Y[indices[p]]
-                t = 1 + w[p] - w[p] * _dot(y, x, k)
+                r[a] = -ad[a]
+            for q in range(nu):
+                wq = w[p0 + q]
+                t = 1 + wq - wq * _dot(Yu[q], x, k)
                 for a in range(k):
-                    r[a] += t * y[a]
-            rs = _dot(r, r, k)
+                    r[a] += t * Yu[q, a]
+            rs[j] = _dot(r, r, k)
             for a in range(k):
                 d[a] = r[a]
-            for _ in range(steps):
-                if rs < tiny:
-                    break
-                _apply_A(indptr, indices, w, Y, G, d, Ad, u, k)
-                step = rs / _dot(d, Ad, k)
-                for a in range(k):
-                    x[a] += step * d[a]
-                    r[a] -= step * Ad[a]
-                rs_new = _dot(r, r, k)
-                beta = rs_new / rs
-                for a in range(k):
-                    d[a] = r[a] + beta * d[a]
-                rs = rs_new
+            if nu >= k:  # long row: all its steps now, on the gathered factors
+                wu = w[p0 : p0 + nu]
+                for _ in range(steps):
+                    if rs[j] < tiny:
+                        break
+                    for a in range(k):
+                        ad[a] = _dot(G[a], d, k)
+                    _add_cells(Yu, wu, nu, d, ad, k)
+                    rs[j] = _cg_update(x, r, d, ad, rs[j], k)
+                rs[j] = -1.0  # done: the block steps below skip it
+                if want_loss:  # while the gathered factors are still in cache
+                    loss_part[u] = _gathered_loss(Yu, wu, nu, x, k)
+        for _ in range(steps):
+            np.dot(D, G, AD)
+            for j in range(B):
+                if not rs[j] >= tiny:
+                    continue
+                d, ad = D[j], AD[j]
+                for p in range(indptr[lo + j], indptr[lo + j + 1]):  # short row: no gather
+                    y = Y[indices[p]]
+                    t = w[p] * _dot(y, d, k)
+                    for a in range(k):
+                        ad[a] += t * y[a]
+                rs[j] = _cg_update(Xb[j], R[j], d, ad, rs[j], k)
+        for j in range(B):
+            u = lo + j
             for a in range(k):
-                X[u, a] = x[a]
-            if want_loss:
-                loss_part[u] = _row_loss(indptr, indices, w, Y, x, u, k)
+                X[u, a] = Xb[j, a]
+            if want_loss and indptr[u + 1] - indptr[u] < k:
+                loss_part[u] = _row_loss(indptr, indices, w, Y, X[u], u, k)
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  load the BLAS numba calls before threadpool_limits
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
