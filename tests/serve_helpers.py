@@ -1,0 +1,102 @@
+"""Run ``alsresearch serve`` as a real process on a free loopback port, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 90.0  # seconds; numba and FastAPI imports are slow on a loaded machine
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_command(model: Path, port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "alsresearch",
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        *extra,
+    ]
+
+
+class Server:
+    """``with Server(model) as server: httpx.get(server.url + "/health")``.
+
+    Starts the service, waits until /health answers, and stops it (SIGTERM, then SIGKILL) on
+    exit. If the process dies during start-up, RuntimeError carries its stderr.
+    """
+
+    def __init__(self, model: Path, *extra: str) -> None:
+        self.model = Path(model)
+        self.extra = extra
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        self.process = subprocess.Popen(
+            serve_command(self.model, self.port, *self.extra),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read() if self.process.stderr else ""
+                raise RuntimeError(f"server exited with {self.process.returncode}: {err}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not answer /health within {START_TIMEOUT} s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=15)
+        if self.process.stderr:
+            self.process.stderr.close()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def failed_start(model: Path, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess:
+    """Run the service on a model that should stop start-up; returns the finished process."""
+    return subprocess.run(
+        serve_command(model, free_port()),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
