@@ -152,27 +152,29 @@ class _Planted:
     def events(
         self, rng: np.random.Generator, n: int, everyone_once: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(users, items) of ``n`` events, grouped by user (ascending).
+        """(users, items) of ``n`` events, grouped by topic, then user.
 
         Users are drawn by activity; with ``everyone_once`` every user gets one of the ``n``
-        events before the rest are shared out.
+        events before the rest are shared out. Laying events out topic by topic lets each
+        topic's items come from one alias-table call.
         """
         per_user = rng.multinomial(n - self.n_users if everyone_once else n, self.activity)
         if everyone_once:
             per_user += 1
         per_cell = rng.multinomial(per_user, self.theta)  # (n_users, n_factors) counts
-        users = np.repeat(np.arange(self.n_users, dtype=np.int32), per_user)
-        topic_ids = np.tile(np.arange(self.n_factors, dtype=np.int32), self.n_users)
-        topics = np.repeat(topic_ids, per_cell.ravel())
-        pos = _alias_draw(
-            rng, self.topic_prob, self.topic_alias, self.seg_start[topics], self.seg_size[topics]
+        user_ids = np.tile(np.arange(self.n_users, dtype=np.int32), self.n_factors)
+        users = np.repeat(user_ids, per_cell.T.ravel())
+        pos = np.concatenate(
+            [
+                _alias_draw(rng, self.topic_prob, self.topic_alias, int(m), int(start), int(size))
+                for m, start, size in zip(
+                    per_cell.sum(axis=0), self.seg_start, self.seg_size, strict=True
+                )
+            ]
         )
         items = self.by_topic[pos].astype(np.int32)
         popular = np.flatnonzero(rng.random(n) < self.popularity_mix)
-        prob, alias = self.pop_alias
-        items[popular] = _alias_draw(
-            rng, prob, alias, np.zeros(len(popular), np.int64), self.n_items
-        )
+        items[popular] = _alias_draw(rng, *self.pop_alias, len(popular))
         return users, items
 
 
@@ -197,16 +199,22 @@ def _alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _alias_draw(
-    rng: np.random.Generator, prob: np.ndarray, alias: np.ndarray, start: np.ndarray, size
+    rng: np.random.Generator,
+    prob: np.ndarray,
+    alias: np.ndarray,
+    n: int,
+    start: int = 0,
+    size: int | None = None,
 ) -> np.ndarray:
-    """One alias draw per entry of ``start`` from the table slice ``start : start + size``.
+    """``n`` draws from the alias table slice ``start : start + size`` (default: all of it).
 
-    ``alias`` holds absolute positions, so the slices of several tables can be concatenated.
-    One uniform per draw: its integer part picks the slot, its fractional part (uniform and
-    independent of the slot) is the coin.
+    ``alias`` holds absolute positions, so the tables of several distributions can be
+    concatenated. One uniform per draw: its integer part picks the slot, its fractional part
+    (uniform and independent of the slot) is the coin.
     """
-    scaled = rng.random(len(start)) * size
-    offset = np.minimum(scaled.astype(np.int64), np.asarray(size) - 1)
+    size = len(prob) - start if size is None else size
+    scaled = rng.random(n) * size
+    offset = np.minimum(scaled.astype(np.int64), size - 1)
     slot = start + offset
     return np.where(scaled - offset < prob[slot], slot, alias[slot])
 
@@ -235,7 +243,9 @@ def _draw_events(
     users, items = planted.events(rng, nnz, everyone_once=True)
     cells = _sorted_unique(users.astype(np.int64) * n_items + items)
     user_parts, item_parts = [users], [items]
-    yield_rate = len(cells) / nnz  # distinct new cells per event drawn, last round
+    # new distinct cells per event drawn, measured on the last round; the first round's average
+    # overstates the yield at its end (repeats get likelier as cells fill), hence the 0.9
+    yield_rate = 0.9 * len(cells) / nnz
     for _ in range(20):
         if len(cells) >= nnz * 0.995:
             break
@@ -248,6 +258,14 @@ def _draw_events(
         cells = np.sort(np.concatenate([cells, fresh]))
         user_parts.append(more_u)
         item_parts.append(more_i)
+    if len(cells) < nnz * 0.995:
+        warnings.warn(
+            f"synthetic data: reached {len(cells)} distinct cells of the {nnz} asked for; with "
+            "this much skew few new cells are left to draw (lower nnz, zipf_exponent or "
+            "raise concentration)",
+            UserWarning,
+            stacklevel=3,
+        )
     users = np.concatenate(user_parts)
     items = np.concatenate(item_parts)
 

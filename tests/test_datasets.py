@@ -128,10 +128,19 @@ def test_alias_sampler_matches_its_distribution(rng):
     p = rng.dirichlet(np.full(50, 0.3))
     prob, alias = datasets._alias_table(p)
     n = 400_000
-    draws = datasets._alias_draw(rng, prob, alias, np.zeros(n, np.int64), len(p))
+    draws = datasets._alias_draw(rng, prob, alias, n)
     freq = np.bincount(draws, minlength=len(p)) / n
     # binomial standard error of each frequency; 5 sigma
     assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / n) + 1e-9)
+    # a slice of concatenated tables (alias positions absolute) draws only from its slice
+    q = rng.dirichlet(np.full(20, 0.5))
+    prob_q, alias_q = datasets._alias_table(q)
+    both_prob = np.concatenate([prob, prob_q])
+    both_alias = np.concatenate([alias, alias_q + len(p)])
+    draws = datasets._alias_draw(rng, both_prob, both_alias, n, start=len(p), size=len(q))
+    assert draws.min() >= len(p)
+    freq = np.bincount(draws - len(p), minlength=len(q)) / n
+    assert np.all(np.abs(freq - q) <= 5 * np.sqrt(q * (1 - q) / n) + 1e-9)
 
 
 def test_synthetic_structure_is_recoverable_by_als():
@@ -171,6 +180,14 @@ def test_synthetic_structure_is_recoverable_by_als():
 def test_synthetic_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         synthetic(**kwargs)
+
+
+def test_synthetic_warns_when_skew_leaves_too_few_cells():
+    # Zipf(2) over 100 items: the tail items are drawn so rarely that half the matrix
+    # cannot be filled in 20 rounds
+    with pytest.warns(UserWarning, match="distinct cells of the 5000 asked for"):
+        X = synthetic(100, 100, 5000, zipf_exponent=2.0)
+    assert 0.8 * 5000 < X.nnz < 5000
 
 
 def test_synthetic_event_weights_must_cover_every_type():
