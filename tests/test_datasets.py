@@ -18,8 +18,12 @@ import pandas as pd
 import pytest
 
 from alsresearch import datasets, paths
+from alsresearch.als import ALSModel
+from alsresearch.baselines import PopularityModel
 from alsresearch.data import Interactions
 from alsresearch.datasets import synthetic, synthetic_events
+from alsresearch.evaluate import evaluate
+from alsresearch.split import random_holdout
 
 SMALL = {"n_users": 3000, "n_items": 800, "nnz": 45_000}
 
@@ -145,10 +149,6 @@ def test_alias_sampler_matches_its_distribution(rng):
 
 def test_synthetic_structure_is_recoverable_by_als():
     """The planted topics are what ALS learns and a popularity ranking cannot see."""
-    from alsresearch.als import ALSModel
-    from alsresearch.baselines import PopularityModel
-    from alsresearch.evaluate import evaluate
-    from alsresearch.split import random_holdout
 
     def ndcg(model, X):
         train, test = random_holdout(X, 0.2, seed=0)
@@ -159,9 +159,10 @@ def test_synthetic_structure_is_recoverable_by_als():
         return ALSModel(factors=8, alpha=1.0, regularization=1.0, iterations=10, random_state=0)
 
     X = synthetic(2000, 400, 50_000, seed=1, n_factors=8)
-    # measured: ALS 0.37, popularity 0.24
+    # measured: ALS 0.37, popularity 0.24 (ratio 1.5 to 1.65 over seeds 1-4)
     assert ndcg(als(), X) > 1.3 * ndcg(PopularityModel(), X)
     # control: with taste switched off (every event follows popularity) the advantage is gone
+    # (measured: ALS 0.28, popularity 0.37)
     Y = synthetic(2000, 400, 50_000, seed=1, n_factors=8, popularity_mix=1.0)
     assert ndcg(als(), Y) < ndcg(PopularityModel(), Y)
 
