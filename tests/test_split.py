@@ -102,16 +102,19 @@ def test_random_holdout_is_seeded(small_interactions):
 
 
 def test_random_holdout_picks_cells_uniformly():
-    # one user with 10 cells, 2 to test: each cell should be held out 20% of the time
-    data = Interactions(sp.csr_matrix(np.ones((1, 10))))
-    counts = np.zeros(10)
-    n_seeds = 2000
-    for seed in range(n_seeds):
-        _, test = random_holdout(data, 0.2, seed=seed)
-        counts[test.matrix.indices] += 1
-    freq = counts / n_seeds
-    # binomial sd = sqrt(.2 * .8 / 2000) ~ 0.009; 5 sd bounds
-    assert np.all(np.abs(freq - 0.2) < 0.045), freq
+    # 5000 users with the same 10 items, 2 to test each: every item is held out for ~20% of users
+    n_users = 5000
+    data = Interactions(sp.csr_matrix(np.ones((n_users, 10))))
+    _, test = random_holdout(data, 0.2, seed=11)
+    freq = np.bincount(test.matrix.indices, minlength=10) / n_users
+    # binomial sd = sqrt(.2 * .8 / 5000) ~ 0.0057; 5 sd bounds
+    assert np.all(np.abs(freq - 0.2) < 0.029), freq
+    # and pairs are not fixed: many different held-out pairs occur
+    pairs = {
+        tuple(test.matrix.indices[test.matrix.indptr[u] : test.matrix.indptr[u + 1]])
+        for u in range(n_users)
+    }
+    assert len(pairs) == 45  # all C(10, 2) pairs appear
 
 
 def test_temporal_cutoff_orders_all_train_before_all_test():
