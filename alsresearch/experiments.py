@@ -426,7 +426,7 @@ def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, PapermillExecutionError):
         first = (exc.source or "").strip().splitlines()
         snippet = f" [{first[0][:60]}]" if first else ""
-        return f"cell {exc.cell_index} (In [{exc.exec_count}]){snippet}: {exc.ename}: {exc.evalue}"
+        return f"executed cell {exc.cell_index} (In [{exc.exec_count}]){snippet}: {exc.ename}: {exc.evalue}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -470,6 +470,12 @@ def _execute(run: Run, parameters: dict, log) -> None:
         "kernel": sys.executable,
     }
     (out / RESULTS_FILE).write_text(json.dumps(_jsonable(record, "results"), indent=2) + "\n")
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def summary_table(runs: list[Run], columns: list[str] | None = None) -> pd.DataFrame:
@@ -535,10 +541,8 @@ def run_experiment(
         status[run.step] = "failed" if status.get(run.step) == "failed" else run.status
     table = summary_table(experiment.runs, experiment.summary)
     table.to_csv(out / SUMMARY_FILE)
-    with pd.option_context(
-        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4f}".format
-    ):
-        log(f"\nsummary ({out / SUMMARY_FILE}):\n{table.drop(columns='error')}")
+    shown = table.drop(columns="error").T.map(_cell)  # one column per run: many metrics fit
+    log(f"\nsummary ({out / SUMMARY_FILE}):\n{shown.to_string()}")
     return out, experiment.runs
 
 
