@@ -49,11 +49,10 @@ def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
         hv = out_val[r]
         hi = out_idx[r]
         size = 0
-        for j in range(n):
+        j = 0
+        while j < n and size < k:  # fill the heap with the first k candidates
             v = s[j]
-            if not v > -np.inf:  # skips -inf and NaN
-                continue
-            if size < k:
+            if v > -np.inf:  # skips -inf and NaN
                 # sift up
                 pos = size
                 hv[pos] = v
@@ -67,10 +66,18 @@ def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
                         pos = parent
                     else:
                         break
-            elif _worse(hv[0], hi[0], v, j):
+            j += 1
+        # Every entry in the full heap has a lower index than j, so j loses ties and gets in
+        # only with a strictly higher score than the worst entry (NaN compares False).
+        threshold = hv[0] if size == k else np.inf
+        while j < n:
+            v = s[j]
+            if v > threshold:
                 hv[0] = v
                 hi[0] = j
                 _sift_down(hv, hi, 0, size)
+                threshold = hv[0]
+            j += 1
         # heap sort: pop the worst to the end, leaving best-first order
         end = size
         while end > 1:
