@@ -417,9 +417,11 @@ def _read_delimited(
     ``columns`` maps a name to its kind (see ``_NUMERIC`` above). ``header`` is the expected
     first line, if the format has one. Malformed lines (wrong number of fields, a value of the
     wrong kind, blank lines) raise a ValueError naming the file, the line number (1-based, as
-    an editor shows it), what was expected and the line's start; with ``errors="drop"`` they
-    are dropped with a warning that says how many and where. A fast typed pandas read is tried
-    first; the line-by-line diagnosis runs only when it fails or drops are allowed.
+    an editor shows it), the field, what was expected and what was found; with
+    ``errors="drop"`` they are dropped with a warning that says how many and where.
+
+    One typed pandas read does the work; only when a numeric field does not even parse is the
+    file read again as text to say which line it was.
     """
     path = Path(path)
     if not path.is_file():
@@ -427,6 +429,7 @@ def _read_delimited(
     if errors not in ("raise", "drop"):
         raise ValueError(f"errors must be 'raise' or 'drop', got {errors!r}")
     names = list(columns)
+    numeric = [n for n in names if columns[n] in _NUMERIC]
     keep = [n for n in names if columns[n] != "sep"]
     first_line = 1
     if header is not None:
@@ -437,70 +440,67 @@ def _read_delimited(
                 f"{path}: line 1: expected the header {sep.join(header)!r}, got {sep.join(found)!r}"
             )
         first_line = 2
-    # "_extra" catches a field too many (pandas would silently drop it, or turn the first
-    # column into an index); lines with even more fields are skipped with a warning or error.
-    read = {
-        "sep": sep,
-        "header": None,
-        "names": [*names, "_extra"],
-        "index_col": False,
-        "skiprows": first_line - 1,
-        "skip_blank_lines": False,
-        "quoting": csv.QUOTE_NONE,
-        "engine": "c",
-        "encoding": "utf-8",
-    }
-    if errors == "raise" and all(columns[n] in _NUMERIC for n in keep):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", pd.errors.ParserWarning)
-                frame = pd.read_csv(path, dtype={n: _NUMERIC[columns[n]] for n in keep}, **read)
-        except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
-            pass  # diagnosed below
-        else:
-            empty = [n for n in frame.columns if n not in keep]
-            if (
-                frame[empty].isna().to_numpy().all()
-                and not frame[keep].isna().to_numpy().any()
-                and all(np.isfinite(frame[n]).all() for n in keep if columns[n] != "int")
-                and all((frame[n] >= 0).all() for n in keep if columns[n] == "count")
-            ):
-                return frame[keep]
-    try:
+
+    def read(typed: bool) -> tuple[pd.DataFrame, list[int]]:
+        # "_extra" catches a field too many (pandas would silently drop it, or turn the first
+        # column into an index); lines with even more fields are skipped with a warning.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            raw = pd.read_csv(
+            frame = pd.read_csv(
                 path,
-                dtype=str,
-                keep_default_na=False,
-                na_values=[],
-                on_bad_lines="warn",
+                sep=sep,
+                header=None,
+                names=[*names, "_extra"],
+                index_col=False,
+                skiprows=first_line - 1,
+                skip_blank_lines=False,
+                quoting=csv.QUOTE_NONE,
+                engine="c",
+                encoding="utf-8",
                 encoding_errors="strict",
-                **read,
+                on_bad_lines="warn",
+                keep_default_na=False,
+                na_values={n: [""] for n in numeric} if typed else [],
+                dtype={n: np.float64 if typed and n in numeric else str for n in names}
+                | {"_extra": str},
             )
+        skipped = sorted(
+            int(m.group(1))
+            for w in caught
+            for m in re.finditer(r"[Ss]kipping line (\d+)", str(w.message))
+        )
+        return frame, skipped
+
+    try:
+        try:
+            frame, skipped = read(typed=True)
+        except ValueError:  # a numeric field that does not parse: read as text to find it
+            frame, skipped = read(typed=False)
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text ({exc})") from exc
-    # lines pandas skipped for having too many fields; every other line is one row of raw
-    skipped = sorted(
-        int(m.group(1))
-        for w in caught
-        for m in re.finditer(r"[Ss]kipping line (\d+)", str(w.message))
-    )
+
+    n_lines = len(frame) + len(skipped)
+    if n_lines == 0:
+        raise ValueError(f"{path}: no data lines")
+    kept = np.ones(n_lines, dtype=bool)
+    kept[np.asarray(skipped, dtype=np.int64) - first_line] = False
+    lines = np.arange(first_line, first_line + n_lines)[kept]  # file line of each row
     too_many = f"more than {len(names)} fields"
     problems: dict[int, str] = dict.fromkeys(skipped, too_many)
-    n_lines = len(raw) + len(skipped)
-    lines = np.setdiff1d(np.arange(first_line, first_line + n_lines), skipped)
+
+    def flag(wrong: np.ndarray, reason) -> None:
+        for row in np.flatnonzero(wrong & ~bad)[:_SHOW_LINES]:
+            problems[int(lines[row])] = reason(row)
+
+    bad = np.zeros(len(frame), dtype=bool)
+    extra = (frame["_extra"] != "").to_numpy()
+    flag(extra, lambda row: too_many)
+    bad |= extra
     out = {}
-    extra = (raw["_extra"] != "").to_numpy()
-    for row in np.flatnonzero(extra)[:_SHOW_LINES]:
-        problems[int(lines[row])] = too_many
-    bad = extra.copy()
     for name in names:
-        kind, text = columns[name], raw[name]
+        kind, col = columns[name], frame[name]
         if kind in _NUMERIC:
-            values = pd.to_numeric(text, errors="coerce").to_numpy(
-                dtype=np.float64, na_value=np.nan
-            )
+            values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             wrong = ~np.isfinite(values)
             finite = np.where(wrong, 0.0, values)
             if kind == "int":
@@ -510,36 +510,37 @@ def _read_delimited(
             expected = {"int": "an integer", "float": "a number", "count": "a count >= 0"}[kind]
             out[name] = values
         elif kind == "sep":
-            wrong = (text != "").to_numpy()
+            wrong = (col != "").to_numpy()
             expected = f"the separator {sep * 2!r}"
         else:
-            wrong = (text == "").to_numpy() if kind == "str" else np.zeros(len(text), bool)
+            wrong = (col == "").to_numpy() if kind == "str" else np.zeros(len(col), bool)
             expected = "a value"
-            out[name] = text
-        for row in np.flatnonzero(wrong & ~bad)[:_SHOW_LINES]:
-            problems[int(lines[row])] = f"{name}: expected {expected}, got {text.iloc[row]!r}"
+        flag(
+            wrong, lambda row, e=expected, n=name, c=col: f"{n}: expected {e}, got {c.iloc[row]!r}"
+        )
         bad |= wrong
     n_bad = int(bad.sum()) + len(skipped)
     if n_bad:
         where = "; ".join(
             f"line {line}: {problems[line]}" for line in sorted(problems)[:_SHOW_LINES]
         )
-        layout = sep.join(keep) if "sep" not in columns.values() else "::".join(keep)
+        layout = "::".join(keep) if "sep" in columns.values() else sep.join(keep)
         if errors == "raise":
             raise ValueError(
                 f"{path}: {n_bad} malformed line(s), expected {layout!r}. {where}. "
                 "Pass errors='drop' to drop them."
             )
+        if bad.all():
+            raise ValueError(f"{path}: no well-formed lines ({where})")
         warnings.warn(
             f"{path}: dropped {n_bad} malformed line(s) of {n_lines}. {where}",
             UserWarning,
             stacklevel=3,
         )
-    frame = pd.DataFrame({n: out[n][~bad] for n in keep})
-    for n in keep:
-        if columns[n] == "int":
-            frame[n] = frame[n].astype(np.int64)
-    return frame.reset_index(drop=True)
+    result = frame.loc[~bad, keep].reset_index(drop=True)
+    for name, values in out.items():
+        result[name] = values[~bad].astype(np.int64 if columns[name] == "int" else np.float64)
+    return result
 
 
 def _ratings_interactions(ratings: pd.DataFrame, min_rating: float | None) -> Interactions:

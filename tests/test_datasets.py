@@ -298,6 +298,9 @@ def test_read_movielens_wrong_header_and_missing_files(tmp_path):
     path.write_text("user,item,rating,time\n1,2,3,4\n")
     with pytest.raises(ValueError, match="line 1: expected the header"):
         datasets.read_movielens(path)
+    path.write_text("userId,movieId,rating,timestamp\n")
+    with pytest.raises(ValueError, match="no data lines"):
+        datasets.read_movielens(path)
     with pytest.raises(FileNotFoundError, match=r"nowhere\.dat"):
         datasets.read_movielens(tmp_path / "nowhere.dat")
     with pytest.raises(FileNotFoundError, match="no MovieLens ratings file"):
