@@ -360,12 +360,20 @@ class _Objective:
     num_threads: int = 0
 
     def __call__(self, trial) -> float:
-        import optuna
 
         self._check_quota(trial)
-        params = self.space.suggest(trial)
+        try:
+            return self._run(trial)
+        except _CAUGHT as exc:  # recorded in the study (Optuna only logs it)
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _run(self, trial) -> float:
+        import optuna
+
         from alsresearch.als import ALSModel
 
+        params = self.space.suggest(trial)
         model = ALSModel(**params, random_state=self.seed, num_threads=self.num_threads)
         last = {"value": math.nan, "pruned": False}
         n_iter = model.config.iterations
@@ -405,6 +413,9 @@ class _Objective:
             raise _Surplus(
                 f"trial {trial.number} not needed: {self.n_trials} trials are done or running"
             )
+
+
+_CAUGHT = (_Surplus, ValueError, FloatingPointError, ArithmeticError, np.linalg.LinAlgError)
 
 
 def _sampler(space: SearchSpace, seed: int):
@@ -472,16 +483,22 @@ def _work(
         if done >= objective.n_trials:
             return
         if failed > max_failures:
+            last = [
+                t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")
+            ]
+            reason = last[-1].user_attrs.get("error", "no error recorded (a NaN score?)")
             raise RuntimeError(
                 f"study {study_name!r}: {failed} failed trials (more than {max_failures}); "
-                "see trials.csv or the study for the errors"
+                f"the last one (trial {last[-1].number}): {reason}"
             )
         if done + running >= objective.n_trials:
             time.sleep(min(1.0, heartbeat / 2))  # the last trials are running elsewhere
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, n_trials=1, catch=(_Surplus,), callbacks=callbacks)
+            # numerical trouble in one trial (an exception or a NaN score) fails that trial
+            # only; anything else is a bug and stops the sweep
+            study.optimize(objective, n_trials=1, catch=_CAUGHT, callbacks=callbacks)
 
 
 def _work_in_child(*args) -> None:  # the target of spawned worker processes

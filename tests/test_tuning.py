@@ -352,3 +352,11 @@ def test_killed_worker_loses_no_finished_trial(tmp_path):
     assert sum(t.user_attrs.get("role") == "defaults" for t in trials) == 1
     best = json.loads((tmp_path / "out" / "best.json").read_text())
     assert best["trials"]["FAIL"] == 1
+
+
+def test_failing_trials_stop_the_sweep_with_the_reason(data):
+    broken = SearchSpace.from_dict({**SMALL, "fixed": {"cg_steps": 0}}, "broken")
+    with pytest.raises(
+        RuntimeError, match=r"3 failed trials \(more than 2\).*cg_steps must be >= 1"
+    ):
+        tune(data, n_trials=4, seed=0, space=broken, max_failures=2, quiet=True)
