@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from alsresearch import experiments
+from alsresearch import experiments, paths
 from alsresearch.cli import main
 from alsresearch.datasets import synthetic
 
@@ -412,3 +412,15 @@ def test_help_of_every_command_works_without_optional_imports(capsys):
             main([command, "--help"])
         assert done.value.code == 0
         assert "usage: alsresearch " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "path", sorted((paths.REPO_ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_experiment_files_are_valid(path):
+    if path.name == "search_space.yaml":
+        from alsresearch.tuning import SearchSpace
+
+        SearchSpace.load(path)
+    else:
+        assert experiments.load_experiment(path).runs
