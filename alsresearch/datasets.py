@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -884,10 +885,48 @@ def download(
     return member
 
 
-def load(name: str | RemoteDataset, cache_dir: str | Path | None = None, **kwargs) -> Interactions:
-    """:func:`download` a registered data set (``kwargs`` go to it) and read it."""
+def load(
+    name: str | RemoteDataset,
+    cache_dir: str | Path | None = None,
+    *,
+    url: str | None = None,
+    base_url: str | None = None,
+    **read_kwargs,
+) -> Interactions:
+    """:func:`download` a registered data set and read it with its reader.
+
+    ``read_kwargs`` go to the reader, e.g. ``load("ml-1m", min_rating=4.0)`` or
+    ``load("lastfm-360k", item="mbid")``.
+    """
     spec = _lookup_remote(name)
-    return spec.reader(download(spec, cache_dir, **kwargs))
+    return spec.reader(download(spec, cache_dir, url=url, base_url=base_url), **read_kwargs)
+
+
+def add_command(subparsers) -> None:
+    """``alsresearch download NAME``: fetch, verify and cache a public data set."""
+    parser = subparsers.add_parser(
+        "download",
+        help="download a public data set (MovieLens, Last.fm) into the cache",
+        description=download.__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("name", choices=sorted(REGISTRY), help="data set to fetch")
+    parser.add_argument(
+        "--cache-dir",
+        help="cache directory (default: $ALSRESEARCH_CACHE, else $XDG_CACHE_HOME/alsresearch, "
+        "else ~/.cache/alsresearch)",
+    )
+    parser.add_argument("--base-url", help="mirror to fetch the archive from")
+    parser.set_defaults(func=_download_command, cache_dir=None)
+
+
+def _download_command(args) -> int:
+    try:
+        path = download(args.name, args.cache_dir, base_url=args.base_url)
+    except (OSError, ValueError) as exc:
+        print(f"alsresearch download: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
 
 
 def _lookup_remote(name: str | RemoteDataset) -> RemoteDataset:

@@ -3,6 +3,7 @@ readers for the public formats, and downloads over loopback HTTP."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import http.server
@@ -462,6 +463,27 @@ def test_download_verifies_caches_and_never_downloads_twice(server, tmp_path):
         "ml-100k.zip",
         "u.data",
     ]
+
+
+def test_load_passes_reader_options(server, tmp_path):
+    X = datasets.load(_fixture_spec(server), tmp_path, min_rating=4.0)
+    assert sorted(zip(X.to_frame()["user_id"], X.to_frame()["item_id"], strict=True)) == [
+        (1, 10),
+        (2, 10),
+    ]
+
+
+def test_download_command(server, tmp_path, monkeypatch, capsys):
+    parser = argparse.ArgumentParser()
+    datasets.add_command(parser.add_subparsers())
+    args = parser.parse_args(["download", "ml-100k", "--cache-dir", str(tmp_path)])
+    args.base_url = server.url
+    # the fixture archive is not GroupLens' ml-100k: a clear error and exit code 1
+    assert args.func(args) == 1
+    assert "published md5" in capsys.readouterr().err
+    monkeypatch.setitem(datasets.REGISTRY, "ml-100k", _fixture_spec(server, name="ml-100k"))
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "ml-100k" / "ml-100k" / "u.data")
 
 
 def test_download_rejects_an_archive_that_fails_the_published_checksum(server, tmp_path):
