@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "alsresearch.tuning",  # tune
     "alsresearch.export",  # promote
     "alsresearch.serve",  # serve
+    "alsresearch.datasets",  # download
 )
 
 
