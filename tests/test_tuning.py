@@ -204,7 +204,8 @@ def test_sweep_records_defaults_popularity_and_best(data, space, tmp_path):
     csv = pd.read_csv(out / "trials.csv")
     complete = csv[csv["state"] == "COMPLETE"]
     assert best["validation"]["ndcg@10"] == pytest.approx(complete["value"].max())
-    assert best["params"] == {"solver": "cg", **study.best_trial.params}
+    # ALSModel arguments, the seed of the initial factors included (as in every trial)
+    assert best["params"] == {"solver": "cg", **study.best_trial.params, "random_state": 1}
     assert best["study"] == result.study_name and best["seed"] == 1
     assert best["data"]["fingerprint"] == data.fingerprint()
     assert best["environment"]["git"].keys() == {"commit", "dirty"}
@@ -216,7 +217,7 @@ def test_sweep_records_defaults_popularity_and_best(data, space, tmp_path):
     assert best["validation"]["beats_popularity"] == (best["validation"]["ndcg@10"] > pop)
     # a trial's value is the validation NDCG of ALS fitted on the fit part with its params
     t = study.trials[0]
-    model = ALSModel(**best["params"] | t.params, random_state=1).fit(vd.fit)
+    model = ALSModel(**best["params"] | t.params).fit(vd.fit)
     assert t.value == pytest.approx(
         evaluate(model, vd.fit, vd.valid, k=10).metrics["ndcg@10"], rel=1e-6
     )
