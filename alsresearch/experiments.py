@@ -547,8 +547,17 @@ def run_experiment(
 
 
 # ---------------------------------------------------------------------------------- CLI
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default only when there is one worth showing."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_command(subparsers) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     p = subparsers.add_parser(
         "run",
         help="run an experiment file: notebooks executed by papermill",
@@ -565,7 +574,6 @@ def add_command(subparsers) -> None:
     p.add_argument(
         "--set",
         action="append",
-        default=[],
         metavar="NAME=VALUE",
         help="override a notebook parameter in every run that has it (VALUE parsed as YAML); repeatable",
     )
@@ -630,7 +638,7 @@ def _parse_overrides(items: list[str]) -> dict:
 
 def _cmd_run(args) -> int:
     _, runs = run_experiment(
-        args.experiment, fail_fast=args.fail_fast, overrides=_parse_overrides(args.set)
+        args.experiment, fail_fast=args.fail_fast, overrides=_parse_overrides(args.set or [])
     )
     failed = [r for r in runs if r.status != "ok"]
     return 1 if failed else 0

@@ -22,7 +22,6 @@ Optuna is an optional dependency (the ``notebooks`` extra): it is imported insid
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing
@@ -727,7 +726,7 @@ def tune(
 
 # ---------------------------------------------------------------------------------- CLI
 def add_command(subparsers) -> None:
-    from alsresearch.experiments import add_data_arguments
+    from alsresearch.experiments import HelpFormatter, add_data_arguments
 
     p = subparsers.add_parser(
         "tune",
@@ -741,7 +740,7 @@ def add_command(subparsers) -> None:
             "resumes the study until --trials trials are complete or pruned. Writes trials.csv "
             "and best.json (for `alsresearch train --params`) into --out."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_arguments(p)
     p.add_argument("--trials", type=int, default=50, help="COMPLETE or PRUNED trials to reach")
@@ -754,7 +753,9 @@ def add_command(subparsers) -> None:
         "--storage", help="Optuna storage URL or SQLite file (default experiments/<study>.db)"
     )
     p.add_argument("--study", help="study name (default als-<data fingerprint>-s<seed>)")
-    p.add_argument("--space", type=Path, default=DEFAULT_SPACE, help="search space YAML")
+    p.add_argument(
+        "--space", type=Path, help="search space YAML (default: experiments/search_space.yaml)"
+    )
     p.add_argument(
         "--test-fraction",
         type=float,
@@ -776,7 +777,7 @@ def _cmd_tune(args) -> int:
     from alsresearch.experiments import load_data
 
     data = load_data(args.events, args.user_col, args.item_col, args.weight_col)
-    space = SearchSpace.load(args.space)
+    space = SearchSpace.load(args.space)  # None: the shipped file
     name = args.study or f"als-{data.fingerprint()[:12]}-s{args.seed}"
     out = args.out or paths.runs_dir() / f"tune-{name}"
     result = tune(
