@@ -639,7 +639,7 @@ def read_lastfm_360k(
     MusicBrainz id, so ``item="mbid"`` treats those rows as malformed. The real file has a few
     malformed lines, hence ``errors="drop"`` by default: they are dropped with a warning that
     counts them and names the first line numbers (``errors="raise"`` stops at them).
-    Rows of the same user and artist (the file has some) sum.
+    Rows of the same user and artist, if any, sum.
     """
     if item not in ("name", "mbid"):
         raise ValueError(f"item must be 'name' or 'mbid', got {item!r}")
