@@ -701,11 +701,9 @@ def _cmd_evaluate(args) -> int:
         )
     popularity = PopularityModel().fit(train)
     table, _ = compare({model.model_type: model, "popularity": popularity}, train, test, k=args.k)
-    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 200):
-        print(
-            f"{args.model} on the test part ({test.nnz} cells, {int((np.diff(test.matrix.indptr) > 0).sum())} users):"
-        )
-        print(table)
+    n_users = int((np.diff(test.matrix.indptr) > 0).sum())
+    print(f"{args.model} on the test part ({test.nnz} cells, {n_users} users):")
+    print(table.T.to_string(float_format="{:.4f}".format))
     if args.out:
         path = write_results(
             args.out,
