@@ -1,12 +1,14 @@
 """Top-k selection over blocks of scores, with each user's seen items excluded (numba).
 
 One kernel serves every model's ``recommend`` / ``recommend_batch`` and the evaluator: a
-bounded min-heap per row, O(n_items log k), parallel over rows. Ties go to the lower item
-index, so results are deterministic. Rows with fewer than ``k`` candidates are padded with
-index -1 and score -inf.
+bounded min-heap per row, O(n_items log k), parallel over rows (a single row runs without the
+thread pool). Ties go to the lower item index, so results are deterministic. Rows with fewer
+than ``k`` candidates are padded with index -1 and score -inf.
 """
 
 from __future__ import annotations
+
+import types
 
 import numpy as np
 import scipy.sparse as sp
@@ -90,6 +92,20 @@ def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
             hi[j] = -1
 
 
+def _without_threads(kernel, name: str):
+    """``kernel`` compiled again without the thread pool, cached under its own ``name`` (numba
+    names cache files after the function, so a plain second njit would share the first's)."""
+    py = kernel.py_func
+    clone = types.FunctionType(py.__code__, py.__globals__, name)
+    clone.__qualname__ = name
+    return njit(cache=True, nogil=True)(clone)
+
+
+# One row (a single-user request) runs the same code without the thread pool: waking threads
+# for one row costs more than it saves, and much more when the machine is busy.
+_topk_row = _without_threads(_topk_block, "_topk_row")
+
+
 def topk(
     scores: np.ndarray,
     k: int,
@@ -132,5 +148,6 @@ def topk(
             raise ValueError(f"rows must have {b} entries, got {rows.shape}")
     out_idx = np.empty((b, k), dtype=np.int64)
     out_val = np.empty((b, k), dtype=scores.dtype)
-    _topk_block(scores, rows, indptr, indices, k, out_idx, out_val)
+    kernel = _topk_row if b == 1 else _topk_block
+    kernel(scores, rows, indptr, indices, k, out_idx, out_val)
     return out_idx, out_val
