@@ -12,8 +12,8 @@ and is scored by NDCG@k on the validation part, so the test set is never looked 
 - Storage: any Optuna RDB URL; by default a SQLite file ``experiments/<study>.db``. Studies
   resume (``load_if_exists``); ``workers`` processes share one study. Finished trials are
   committed one by one, so a killed worker loses only its running trial, which the heartbeat
-  marks failed after ``grace`` seconds; the sweep then runs until exactly ``n_trials`` trials
-  are COMPLETE or PRUNED.
+  marks failed after ``GRACE_BEATS * heartbeat`` seconds without a beat; the sweep then runs
+  until exactly ``n_trials`` trials are COMPLETE or PRUNED.
 - Exports ``trials.csv`` and ``best.json`` (best parameters, validation metric, the defaults'
   and popularity's validation metric, study name, seed, data fingerprint, environment).
 
@@ -56,6 +56,9 @@ DEFAULT_SPACE = paths.REPO_ROOT / "experiments" / "search_space.yaml"
 
 _PARAM_KINDS = ("float", "int", "categorical")
 _FINISHED = ("COMPLETE", "PRUNED")
+#: a running trial without a heartbeat for this many intervals belongs to a dead worker. Generous,
+#: because the heartbeat thread needs the GIL, which a long compiled ALS sweep may hold.
+GRACE_BEATS = 6
 #: the validation settings a search space file may leave out
 VALIDATION_DEFAULTS = {"fraction": 0.2, "max_users": 5000, "every": 3, "k": 10}
 
@@ -325,7 +328,7 @@ def _storage(url: str, heartbeat: int | None):
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat,
-            grace_period=None if heartbeat is None else 3 * heartbeat,
+            grace_period=None if heartbeat is None else GRACE_BEATS * heartbeat,
         )
 
 
@@ -617,7 +620,7 @@ def tune(
     seed resume the same study; a study created on other data or another seed is refused.
     ``workers > 1`` starts that many processes (each fitting with ``cpu_count // workers``
     threads). ``heartbeat`` is Optuna's heartbeat interval in seconds: a trial whose worker
-    died is marked FAIL after ``3 * heartbeat`` seconds and its slot is run again.
+    died is marked FAIL after ``GRACE_BEATS * heartbeat`` seconds and its slot is run again.
     """
     import optuna
 
@@ -767,7 +770,8 @@ def add_command(subparsers) -> None:
         "--heartbeat",
         type=int,
         default=10,
-        help="seconds between worker heartbeats; a dead worker's trial is failed after 3x",
+        help=f"seconds between worker heartbeats; a dead worker's trial is failed after "
+        f"{GRACE_BEATS}x that without a beat",
     )
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     p.set_defaults(func=_cmd_tune)
