@@ -24,8 +24,11 @@ and returns strings. Bad input (``n`` outside 1..1000, an empty batch or one of 
 ids, malformed JSON, ids of the wrong type, unknown fields) is a 422 whose ``message`` says what
 was wrong.
 
-Requests are answered on the event loop (``async`` endpoints, no thread hop): the scoring itself
-runs in NumPy/BLAS and the numba top-k kernel, which already use every core.
+Requests are answered one at a time on the event loop (``async`` endpoints, no thread hop), and
+``alsresearch serve`` runs the BLAS and numba kernels on one thread by default (``--threads``): a
+request is a small amount of work, and on a busy machine multi-threaded kernels spend their time
+waiting for descheduled threads (measured in benchmarks/bench_serve.py). For more throughput on
+an idle many-core machine raise ``--threads``, or run several servers behind a proxy.
 
 A model file that is missing, unreadable or inconsistent with its card stops start-up with one
 line on stderr naming the path and the problem (exit status 1).
@@ -427,6 +430,14 @@ def add_command(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS and numba threads for scoring (default 1: requests are small and answered "
+        "one at a time; on a busy machine multi-threaded kernels wait for their threads). "
+        "0 keeps the libraries' defaults (all cores).",
+    )
     p.set_defaults(func=_serve_command)
 
 
@@ -443,6 +454,13 @@ def _serve_command(args) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.threads > 0:
+        import numba
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.threads, user_api="blas")  # for the whole process
+        # numba's setting is per thread: this one, where uvicorn runs the event loop
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     try:
         app = create_app(args.model)
     except (ModelFileError, FileNotFoundError, OSError, ValueError) as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 90.0  # seconds; numba and FastAPI imports are slow on a loaded machine
+START_TIMEOUT = 240.0  # seconds: a first start compiles numba kernels (slow on a loaded machine)
 
 
 def free_port() -> int:

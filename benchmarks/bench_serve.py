@@ -1,0 +1,261 @@
+"""Benchmark: serving latency, in process (against implicit) and over HTTP on loopback.
+
+A 100k-item, 64-factor ALS model with seeded random factors (N(0, 0.1^2)) and seen items
+(10..300 per user), wrapped in an :class:`~alsresearch.als.ALSModel` through its normal state,
+and the same factors in implicit's CPU ``AlternatingLeastSquares``:
+
+1. in process, exact top-10 with seen items excluded: single-user ``recommend`` (median and
+   p99 over many users) and a batch of 1000 users, ours and implicit's in the same run, with
+   the share of users on which both return the same items;
+2. over HTTP (``alsresearch serve`` in a subprocess, httpx clients in threads): p50/p99 latency
+   and requests per second for single users and for batches of 100 users, with several
+   concurrent clients, in bounded loops.
+
+    .venv/bin/python benchmarks/bench_serve.py
+    .venv/bin/python benchmarks/bench_serve.py --items 20000 --users 2000 --repeats 2  # quick
+
+The machine is shared: timings are noisy; the tables quote medians of several runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serve_helpers
+
+from alsresearch.als import ALSModel
+from alsresearch.baselines import PopularityModel
+from alsresearch.data import Interactions
+from alsresearch.export import artefact_paths
+
+
+def build(n_users: int, n_items: int, factors: int, seed: int):
+    """(our ALSModel, the interactions) with seeded random factors and seen items."""
+    rng = np.random.default_rng(seed)
+    user_factors = (rng.standard_normal((n_users, factors)) * 0.1).astype(np.float32)
+    item_factors = (rng.standard_normal((n_items, factors)) * 0.1).astype(np.float32)
+    per_user = rng.integers(10, 301, size=n_users)
+    indptr = np.concatenate([[0], np.cumsum(per_user)])
+    indices = np.concatenate(
+        [np.sort(rng.choice(n_items, size=k, replace=False)) for k in per_user]
+    ).astype(np.int32)
+    seen = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n_users, n_items))
+    data = Interactions(seen, np.arange(n_users), np.arange(n_items))
+    model = ALSModel(factors=factors)
+    model._set_training_data(data)  # what load_model does with a file's arrays
+    model._restore({"user_factors": user_factors, "item_factors": item_factors})
+    return model, data
+
+
+def implicit_model(model: ALSModel, threads: int = 0):
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # implicit's OpenBLAS thread advice
+        other = AlternatingLeastSquares(
+            factors=model.config.factors, num_threads=threads, random_state=0
+        )
+    other.user_factors = model.user_factors
+    other.item_factors = model.item_factors
+    return other
+
+
+def timed(fn, calls) -> np.ndarray:
+    """Seconds per call of ``fn(arg)`` for each arg in ``calls``."""
+    out = np.empty(len(calls))
+    for i, arg in enumerate(calls):
+        start = time.perf_counter()
+        fn(arg)
+        out[i] = time.perf_counter() - start
+    return out
+
+
+def in_process(model, data, users: np.ndarray, repeats: int, batch: int, threads: int) -> dict:
+    other = implicit_model(model, threads)
+    user_items = data.matrix.astype(np.float32).tocsr()
+
+    def ours_single(u):
+        return model.recommend(int(u), n=10)
+
+    def theirs_single(u):
+        return other.recommend(int(u), user_items[int(u)], N=10)
+
+    rows = users[:batch]
+
+    def ours_batch(_):
+        return model.recommend_batch(rows, n=10)
+
+    def theirs_batch(_):
+        return other.recommend(rows, user_items[rows], N=10)
+
+    for fn in (ours_single, theirs_single):  # warm-up (numba, BLAS)
+        timed(fn, users[:20])
+    same = 0
+    for u in users[:200]:
+        a = ours_single(u)[0]
+        b = theirs_single(u)[0]
+        same += int(np.array_equal(a, b))
+    single = {"ours": [], "implicit": []}
+    batches = {"ours": [], "implicit": []}
+    for _ in range(repeats):  # alternate, so both see the same machine load
+        single["ours"].append(timed(ours_single, users))
+        single["implicit"].append(timed(theirs_single, users))
+        batches["ours"].append(timed(ours_batch, [0])[0])
+        batches["implicit"].append(timed(theirs_batch, [0])[0])
+    result = {"agree": same / min(200, len(users))}
+    for who in ("ours", "implicit"):
+        runs = single[who]
+        result[who] = {
+            "single_median_us": statistics.median(np.median(r) for r in runs) * 1e6,
+            "single_p99_us": statistics.median(np.percentile(r, 99) for r in runs) * 1e6,
+            "batch_ms": statistics.median(batches[who]) * 1e3,
+        }
+    return result
+
+
+def http_load(url: str, make_request, clients: int, per_client: int) -> dict:
+    """``clients`` threads, each with its own keep-alive connection, ``per_client`` requests."""
+    import httpx
+
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def worker(i: int) -> None:
+        rng = np.random.default_rng(i)
+        with httpx.Client(base_url=url, timeout=120.0) as client:
+            make_request(client, rng)  # connect and warm up
+            barrier.wait()
+            for _ in range(per_client):
+                start = time.perf_counter()
+                response = make_request(client, rng)
+                latencies[i].append(time.perf_counter() - start)
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[0]}")
+    flat = np.concatenate([np.asarray(x) for x in latencies])
+    return {
+        "p50_ms": float(np.median(flat) * 1e3),
+        "p99_ms": float(np.percentile(flat, 99) * 1e3),
+        "rps": len(flat) / wall,
+        "requests": len(flat),
+    }
+
+
+def over_http(model, data, args) -> dict:
+    from tests.serve_helpers import Server
+
+    n_users = model.n_users
+    with tempfile.TemporaryDirectory() as tmp:
+        files = artefact_paths(Path(tmp) / "bench.npz")
+        model.save(files.model)
+        PopularityModel().fit(data).save(files.popularity)
+        with Server(files.model) as server:
+
+            def single(client, rng):
+                return client.get(f"/recommendations/{int(rng.integers(n_users))}?n=10")
+
+            def batch(client, rng):
+                users = rng.integers(n_users, size=args.http_batch).tolist()
+                return client.post("/recommendations/batch", json={"user_ids": users, "n": 10})
+
+            results = {}
+            for name, fn, per in (
+                ("single", single, args.http_requests),
+                (f"batch of {args.http_batch}", batch, max(1, args.http_requests // 10)),
+            ):
+                runs = [http_load(server.url, fn, args.clients, per) for _ in range(args.repeats)]
+                results[name] = {
+                    key: statistics.median(r[key] for r in runs)
+                    for key in ("p50_ms", "p99_ms", "rps")
+                }
+                results[name]["requests"] = sum(r["requests"] for r in runs)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--single-users", type=int, default=500, help="users per single run")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
+    parser.add_argument("--http-requests", type=int, default=200, help="per client and run")
+    parser.add_argument("--http-batch", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+
+    model, data = build(args.users, args.items, args.factors, args.seed)
+    users = np.random.default_rng(args.seed + 1).integers(args.users, size=args.single_users)
+    load = os.getloadavg()[0]
+    print(
+        f"model: {args.users} users x {args.items} items, {args.factors} factors, "
+        f"{data.nnz} seen cells; {os.cpu_count()} CPUs, load average {load:.1f} at start"
+    )
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    all_cores = numba.get_num_threads()
+    for threads, label in ((0, f"all ({all_cores})"), (1, "1, as `alsresearch serve` runs")):
+        numba.set_num_threads(threads or all_cores)
+        with threadpool_limits(limits=threads or None, user_api="blas"):
+            res = in_process(model, data, users, args.repeats, args.batch, threads)
+        numba.set_num_threads(all_cores)
+        ours, theirs = res["ours"], res["implicit"]
+        print(
+            f"\nin process, exact top-10, seen items excluded; BLAS and kernel threads: {label} "
+            f"(median of {args.repeats} runs)"
+        )
+        print(f"{'':28}{'alsresearch':>14}{'implicit':>12}{'ratio':>9}")
+        for key, name in (
+            ("single_median_us", "single user median (us)"),
+            ("single_p99_us", "single user p99 (us)"),
+            ("batch_ms", f"batch of {args.batch} users (ms)"),
+        ):
+            print(f"{name:28}{ours[key]:14.0f}{theirs[key]:12.0f}{ours[key] / theirs[key]:9.2f}")
+        print(f"same top-10 items as implicit for {100 * res['agree']:.0f}% of 200 users")
+    print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+    if args.skip_http:
+        return
+    http = over_http(model, data, args)
+    print(
+        f"\nover HTTP on loopback, {args.clients} concurrent clients "
+        f"(median of {args.repeats} runs; clients share the machine with the server)"
+    )
+    print(f"{'':22}{'p50 (ms)':>10}{'p99 (ms)':>10}{'req/s':>9}{'users/s':>10}{'requests':>10}")
+    for name, r in http.items():
+        per = args.http_batch if name.startswith("batch") else 1
+        print(
+            f"{name:22}{r['p50_ms']:10.2f}{r['p99_ms']:10.2f}{r['rps']:9.0f}"
+            f"{r['rps'] * per:10.0f}{r['requests']:10d}"
+        )
+
+
+if __name__ == "__main__":
+    main()
