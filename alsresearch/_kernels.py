@@ -31,6 +31,8 @@ _FASTMATH = {"reassoc", "contract", "nsz"}
 
 #: rows with at least this many cells build ``Y_u^T W_u Y_u`` with one BLAS product
 GEMM_MIN_CELLS = 16
+#: rows with at least this many cells apply ``Y_u^T W_u Y_u v`` as two BLAS matrix-vector products
+GEMV_MIN_CELLS = 8
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -184,13 +186,27 @@ def _cg_update(x, r, d, Ad, rs, k):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _add_cells(Yu, wu, nu, v, out, k):
-    """``out += sum_q wu[q] (y_q . v) y_q`` over the first ``nu`` gathered rows."""
-    for q in range(nu):
-        y = Yu[q]
-        t = wu[q] * _dot(y, v, k)
+def _add_cells(Yu, wu, shift, v, out, sv, tmp, k):
+    """With ``s = Y_u v`` on the gathered rows ``Y_u``: ``out += Y_u^T (wu * s)`` when ``shift``
+    is 0 (the cell part of ``A_u v``), ``out += Y_u^T (1 + wu - wu * s)`` when ``shift`` is 1
+    (the cell part of the residual ``b_u - A_u v``). Two BLAS matrix-vector products, or plain
+    loops for rows too short to amortise a BLAS call."""
+    nu = Yu.shape[0]
+    if nu >= GEMV_MIN_CELLS:
+        s = sv[:nu]
+        np.dot(Yu, v, s)
+        for q in range(nu):
+            s[q] = shift + wu[q] - wu[q] * s[q] if shift else wu[q] * s[q]
+        np.dot(Yu.T, s, tmp)
         for a in range(k):
-            out[a] += t * y[a]
+            out[a] += tmp[a]
+    else:
+        for q in range(nu):
+            y = Yu[q]
+            t = _dot(y, v, k)
+            t = shift + wu[q] - wu[q] * t if shift else wu[q] * t
+            for a in range(k):
+                out[a] += t * y[a]
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -198,10 +214,11 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block):
     """Approximate half-sweep: ``steps`` conjugate-gradient steps on ``A_u x = b_u`` per row,
     warm-started from the current ``X[u]`` (updated in place).
 
-    The ``G v`` part of every ``A_u v`` is one BLAS product over the block of rows per step;
-    rows with at least ``k`` cells (where the cell part dominates) instead run their steps one
-    row at a time on gathered, contiguous factors. Both orders give the same arithmetic per row.
-    The residual ``b_u - A_u x`` is ``-G x + sum_i (1 + w_ui - w_ui y_i.x) y_i``.
+    Each block of rows gathers its cells' factors once into contiguous scratch, so every CG
+    pass reads cache, not the scattered rows of ``Y``. Short rows (fewer than k cells) step
+    together: the ``G v`` part of their ``A_u v`` is one BLAS product over the block per step.
+    Long rows, where the cell part dominates, run all their steps at once while their factors
+    are hot. The residual ``b_u - A_u x`` is ``-G x + sum_i (1 + w_ui - w_ui y_i.x) y_i``.
     """
     n = len(indptr) - 1
     k = Y.shape[1]
@@ -212,8 +229,19 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block):
         lo = blk * block
         hi = min(n, lo + block)
         B = hi - lo
-        m = _max_row_length(indptr, lo, hi)
-        Yu = np.empty((m, k), dtype=Y.dtype)
+        # scratch: long rows share one buffer, short rows keep theirs for the block steps
+        m_long = 0
+        offsets = np.zeros(B + 1, dtype=np.int64)
+        for j in range(B):
+            nu = indptr[lo + j + 1] - indptr[lo + j]
+            if nu >= k:
+                m_long = max(m_long, nu)
+                nu = 0
+            offsets[j + 1] = offsets[j] + nu
+        Yl = np.empty((m_long, k), dtype=Y.dtype)
+        Ys = np.empty((offsets[B], k), dtype=Y.dtype)
+        sv = np.empty(max(m_long, k), dtype=Y.dtype)
+        tmp = np.empty(k, dtype=Y.dtype)
         Xb = np.empty((B, k), dtype=Y.dtype)
         R = np.empty((B, k), dtype=Y.dtype)
         D = np.empty((B, k), dtype=Y.dtype)
@@ -226,48 +254,48 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block):
         for j in range(B):
             u = lo + j
             p0 = indptr[u]
-            nu = _gather(indptr, indices, Y, u, Yu)
+            nu = indptr[u + 1] - p0
+            long_row = nu >= k
+            Yu = Yl[:nu] if long_row else Ys[offsets[j] : offsets[j + 1]]
+            _gather(indptr, indices, Y, u, Yu)
+            wu = w[p0 : p0 + nu]
             x, r, d, ad = Xb[j], R[j], D[j], AD[j]
             for a in range(k):
                 r[a] = -ad[a]
-            for q in range(nu):
-                wq = w[p0 + q]
-                t = 1 + wq - wq * _dot(Yu[q], x, k)
-                for a in range(k):
-                    r[a] += t * Yu[q, a]
+            _add_cells(Yu, wu, 1, x, r, sv, tmp, k)
             rs[j] = _dot(r, r, k)
             for a in range(k):
                 d[a] = r[a]
-            if nu >= k:  # long row: all its steps now, on the gathered factors
-                wu = w[p0 : p0 + nu]
+            if long_row:  # all its steps now, while its gathered factors are in cache
                 for _ in range(steps):
                     if rs[j] < tiny:
                         break
                     for a in range(k):
                         ad[a] = _dot(G[a], d, k)
-                    _add_cells(Yu, wu, nu, d, ad, k)
+                    _add_cells(Yu, wu, 0, d, ad, sv, tmp, k)
                     rs[j] = _cg_update(x, r, d, ad, rs[j], k)
                 rs[j] = -1.0  # done: the block steps below skip it
-                if want_loss:  # while the gathered factors are still in cache
+                if want_loss:
                     loss_part[u] = _gathered_loss(Yu, wu, nu, x, k)
         for _ in range(steps):
             np.dot(D, G, AD)
             for j in range(B):
                 if not rs[j] >= tiny:
                     continue
-                d, ad = D[j], AD[j]
-                for p in range(indptr[lo + j], indptr[lo + j + 1]):  # short row: no gather
-                    y = Y[indices[p]]
-                    t = w[p] * _dot(y, d, k)
-                    for a in range(k):
-                        ad[a] += t * y[a]
-                rs[j] = _cg_update(Xb[j], R[j], d, ad, rs[j], k)
+                p0 = indptr[lo + j]
+                Yu = Ys[offsets[j] : offsets[j + 1]]
+                wu = w[p0 : p0 + Yu.shape[0]]
+                _add_cells(Yu, wu, 0, D[j], AD[j], sv, tmp, k)
+                rs[j] = _cg_update(Xb[j], R[j], D[j], AD[j], rs[j], k)
         for j in range(B):
             u = lo + j
             for a in range(k):
                 X[u, a] = Xb[j, a]
-            if want_loss and indptr[u + 1] - indptr[u] < k:
-                loss_part[u] = _row_loss(indptr, indices, w, Y, X[u], u, k)
+            nu = indptr[u + 1] - indptr[u]
+            if want_loss and nu < k:
+                p0 = indptr[u]
+                Yu = Ys[offsets[j] : offsets[j + 1]]
+                loss_part[u] = _gathered_loss(Yu, w[p0 : p0 + nu], nu, Xb[j], k)
     return 0
 
 

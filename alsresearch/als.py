@@ -32,7 +32,7 @@ from alsresearch.base import Recommender, validate_n
 from alsresearch.data import coerce_interactions
 from alsresearch.topk import topk
 
-__all__ = ["ALSConfig", "ALSModel", "confidence_minus_one"]
+__all__ = ["ALSConfig", "ALSModel", "confidence_minus_one", "objective"]
 
 #: rows per scratch block in the kernels (small enough to balance power-law rows across threads)
 _BLOCK = 64
@@ -64,16 +64,20 @@ class ALSConfig:
 
     solver: Solver = "cg"
     """``"cholesky"``: every row solved exactly, ``x_u = (Y^T C_u Y + lambda I)^{-1} Y^T C_u p_u``
-    built in O(k^2 nnz_u + k^3). ``"cg"``: ``cg_steps`` conjugate-gradient steps per row,
-    warm-started from the previous factors (Takacs, Pilaszy & Tikk 2011), O(k^2 + k nnz_u) per
-    step. CG is the default: with 3 steps its loss ends within 0.5% of the exact solver's (see
-    benchmarks/bench_als.py and tests/test_als.py) while fitting several times faster, which is
-    what meets the speed target against implicit; choose ``"cholesky"`` when exact per-sweep
-    solutions matter (e.g. studying convergence)."""
+    built in O(k^2 nnz_u + k^3). ``"cg"``: ``cg_steps`` conjugate-gradient steps per row on the
+    same system, warm-started from the previous factors (Takacs, Pilaszy & Tikk 2011), O(k^2 +
+    k nnz_u) per step. CG is the default because it is the solver that meets both goals set
+    for the default on the benchmark data (benchmarks/bench_als.py, 1M-10M cells): it fits in
+    about half of implicit's CG time or less, and with 4 steps its loss after 15 iterations
+    ends within 0.5% of the exact solver's (0.3% at S, where 3 steps lag by 0.8%, as implicit's
+    CG does). The exact solver costs several times more per iteration; choose ``"cholesky"``
+    when exact sweeps matter (it never increases the loss)."""
 
-    cg_steps: int = 3
-    """Conjugate-gradient steps per row and half-sweep (``solver="cg"`` only). With warm starts
-    2-3 steps suffice; k steps would be exact in exact arithmetic."""
+    cg_steps: int = 4
+    """Conjugate-gradient steps per row and half-sweep (``solver="cg"`` only). 4 by default,
+    one more than implicit, because 3 warm-started steps lag the exact solver by ~0.8% of the
+    loss after 15 iterations on heavy-tailed counts; k steps would be exact in exact
+    arithmetic."""
 
     scaling: Scaling = "raw"
     """How counts become confidence: ``"raw"`` ``c = 1 + alpha * r``; ``"log"``
@@ -154,6 +158,43 @@ def _regularised(gram: np.ndarray, lam: float) -> np.ndarray:
     return G
 
 
+def _loss_from_parts(xtx: np.ndarray, yty: np.ndarray, observed: float, lam: float) -> float:
+    """``trace(X^T X Y^T Y) + observed-cell part + lambda (|X|^2 + |Y|^2)`` in float64."""
+    xtx = xtx.astype(np.float64)
+    yty = yty.astype(np.float64)
+    return float(np.sum(xtx * yty) + observed + lam * (np.trace(xtx) + np.trace(yty)))
+
+
+def objective(
+    X,
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    alpha: float = 40.0,
+    regularization: float = 0.01,
+    scaling: Scaling = "raw",
+) -> float:
+    """The exact ALS objective of any factors on raw counts ``X``, without a dense matrix:
+    ``sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + lambda (|X|^2 + |Y|^2)`` (see the module docstring).
+
+    The sum over all cells is ``trace(X^T X Y^T Y)`` plus a correction over the observed cells
+    only, so the cost is O((n_users + n_items) k^2 + nnz k). Used for ``loss_history`` and to
+    compare other libraries' factors (benchmarks/bench_als.py).
+    """
+    m = coerce_interactions(X).matrix
+    U = np.ascontiguousarray(user_factors)
+    V = np.ascontiguousarray(item_factors, dtype=U.dtype)
+    if U.dtype not in (np.float32, np.float64) or U.ndim != 2 or V.ndim != 2:
+        raise ValueError("factors must be 2-D float32 or float64 arrays")
+    if m.shape != (len(U), len(V)) or U.shape[1] != V.shape[1]:
+        raise ValueError(
+            f"X has shape {m.shape}; user_factors {U.shape} and item_factors {V.shape} "
+            "do not match it"
+        )
+    side = _Side(m, alpha, scaling, U.dtype)
+    observed = _kernels.observed_loss(side.indptr, side.indices, side.w, U, V, _BLOCK).sum()
+    return _loss_from_parts(_gram(U), _gram(V), float(observed), regularization)
+
+
 class _Side:
     """One side of the problem: CSR arrays of the rows to solve and their ``c - 1`` values."""
 
@@ -186,7 +227,7 @@ class ALSModel(Recommender):
         alpha: float = 40.0,
         regularization: float = 0.01,
         solver: Solver = "cg",
-        cg_steps: int = 3,
+        cg_steps: int = 4,
         scaling: Scaling = "raw",
         dtype: Any = np.float32,
         random_state: int | None = None,
@@ -259,7 +300,7 @@ class ALSModel(Recommender):
                     self._half_sweep(items, self.user_factors, xtx, self.item_factors, item_loss)
                     yty = _gram(self.item_factors)
                     self._yty = yty
-                    loss = self._loss_from_parts(xtx, yty, item_loss.sum())
+                    loss = _loss_from_parts(xtx, yty, item_loss.sum(), cfg.regularization)
                     self.loss_history.append(loss)
                     if show_progress:
                         print(
@@ -298,31 +339,13 @@ class ALSModel(Recommender):
                 side.indptr, side.indices, side.w, other, G, out, loss_part, cfg.cg_steps, _BLOCK
             )
 
-    def _loss_from_parts(self, xtx: np.ndarray, yty: np.ndarray, observed: float) -> float:
-        """``trace(X^T X Y^T Y) + observed-cell part + lambda (|X|^2 + |Y|^2)`` in float64."""
-        xtx = xtx.astype(np.float64)
-        yty = yty.astype(np.float64)
-        reg = self.config.regularization * (np.trace(xtx) + np.trace(yty))
-        return float(np.sum(xtx * yty) + observed + reg)
-
     def loss(self, X) -> float:
         """The exact objective of the current factors on raw counts ``X`` (the model keeps only
-        0/1 seen items, not counts), computed without a dense matrix. Works on any factors
-        assigned to ``user_factors`` / ``item_factors``, e.g. another library's."""
+        0/1 seen items, not counts); see :func:`objective`."""
         self._check_fitted()
-        m = coerce_interactions(X).matrix
         cfg = self.config
-        if m.shape != (len(self.user_factors), len(self.item_factors)):
-            raise ValueError(
-                f"X has shape {m.shape}, the factors need "
-                f"{(len(self.user_factors), len(self.item_factors))}"
-            )
-        side = _Side(m, cfg.alpha, cfg.scaling, self.dtype)
-        observed = _kernels.observed_loss(
-            side.indptr, side.indices, side.w, self.user_factors, self.item_factors, _BLOCK
-        ).sum()
-        return self._loss_from_parts(
-            _gram(self.user_factors), _gram(self.item_factors), float(observed)
+        return objective(
+            X, self.user_factors, self.item_factors, cfg.alpha, cfg.regularization, cfg.scaling
         )
 
     # ------------------------------------------------------------------ scoring
