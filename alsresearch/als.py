@@ -287,31 +287,35 @@ class ALSModel(Recommender):
 
         threads = cfg.num_threads or numba.config.NUMBA_NUM_THREADS
         threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-        previous_threads = numba.get_num_threads()
         item_loss = np.empty(data.n_items, dtype=np.float64)
+        yty = None
         start = time.perf_counter()
-        try:
-            numba.set_num_threads(threads)
-            with threadpool_limits(limits=1, user_api="blas"):
-                yty = _gram(self.item_factors)
-                for it in range(1, cfg.iterations + 1):
+        for it in range(1, cfg.iterations + 1):
+            # numba's threads for the kernels, BLAS on one thread so the two do not
+            # oversubscribe the cores; the callback runs with the caller's settings
+            previous_threads = numba.get_num_threads()
+            try:
+                numba.set_num_threads(threads)
+                with threadpool_limits(limits=1, user_api="blas"):
+                    if yty is None:
+                        yty = _gram(self.item_factors)
                     self._half_sweep(users, self.item_factors, yty, self.user_factors, None)
                     xtx = _gram(self.user_factors)
                     self._half_sweep(items, self.user_factors, xtx, self.item_factors, item_loss)
                     yty = _gram(self.item_factors)
-                    self._yty = yty
-                    loss = _loss_from_parts(xtx, yty, item_loss.sum(), cfg.regularization)
-                    self.loss_history.append(loss)
-                    if show_progress:
-                        print(
-                            f"ALS iteration {it}/{cfg.iterations}: loss {loss:.6g} "
-                            f"({time.perf_counter() - start:.1f} s)",
-                            file=sys.stderr,
-                        )
-                    if callback is not None and callback(it, self):
-                        break
-        finally:
-            numba.set_num_threads(previous_threads)
+            finally:
+                numba.set_num_threads(previous_threads)
+            self._yty = yty
+            loss = _loss_from_parts(xtx, yty, item_loss.sum(), cfg.regularization)
+            self.loss_history.append(loss)
+            if show_progress:
+                print(
+                    f"ALS iteration {it}/{cfg.iterations}: loss {loss:.6g} "
+                    f"({time.perf_counter() - start:.1f} s)",
+                    file=sys.stderr,
+                )
+            if callback is not None and callback(it, self):
+                break
         return self
 
     def _half_sweep(
@@ -360,16 +364,25 @@ class ALSModel(Recommender):
         regularization as training, so a training user's own history gives that user's next
         half-sweep row. Items with weight 0 carry no interaction."""
         self._check_fitted()
+        n_items = len(self.item_factors)
         item_idx = np.asarray(item_idx, dtype=np.int64)
         weights = np.asarray(weights, dtype=np.float64)
-        keep = weights > 0
-        order = np.argsort(item_idx[keep], kind="stable")
-        idx, counts = item_idx[keep][order], weights[keep][order]
-        row = sp.csr_matrix((counts, idx, [0, len(idx)]), shape=(1, len(self.item_factors)))
+        if item_idx.ndim != 1 or weights.shape != item_idx.shape:
+            raise ValueError(
+                f"item_idx and weights must be 1-D of equal length, got {item_idx.shape} "
+                f"and {weights.shape}"
+            )
+        if item_idx.size and (item_idx.min() < 0 or item_idx.max() >= n_items):
+            raise ValueError(f"item_idx must lie in 0..{n_items - 1}")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("weights must be finite and >= 0")
+        row = sp.coo_matrix(
+            (weights, (np.zeros(len(item_idx), dtype=np.int64), item_idx)), shape=(1, n_items)
+        ).tocsr()  # sums duplicate items, sorts, and drops zero weights below
+        row.eliminate_zeros()
         side = _Side(row, self.config.alpha, self.config.scaling, self.dtype)
         if self._yty is None:
-            with threadpool_limits(limits=1, user_api="blas"):
-                self._yty = _gram(self.item_factors)
+            self._yty = _gram(self.item_factors)
         G = _regularised(self._yty, self.config.regularization)
         x = np.zeros((1, self.config.factors), dtype=self.dtype)
         failed = _kernels.cholesky_sweep(

@@ -203,6 +203,19 @@ def test_fold_in_equals_the_next_half_sweep_row(counts, dtype, solver):
         assert set(got.tolist()).isdisjoint(items.tolist())
 
 
+def test_fold_in_sums_duplicates_and_rejects_bad_input(counts):
+    model = ALSModel(factors=4, iterations=2, random_state=0).fit(counts)
+    np.testing.assert_allclose(
+        model.fold_in([1, 1, 2, 5], [1, 2, 3, 0]), model.fold_in([2, 1], [3, 3]), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="item_idx must lie"):
+        model.fold_in([counts.shape[1]], [1.0])
+    with pytest.raises(ValueError, match="equal length"):
+        model.fold_in([1, 2], [1.0])
+    with pytest.raises(ValueError, match="weights must be finite"):
+        model.fold_in([1], [-1.0])
+
+
 def test_similar_items_is_cosine_without_the_item_itself(small_interactions):
     model = ALSModel(factors=6, iterations=3, random_state=0).fit(small_interactions)
     Y = model.item_factors.astype(np.float64)
@@ -340,14 +353,16 @@ def test_ndcg_matches_implicit_on_movielens(movielens, solver):
             random_state=seed,
         ).fit(train)
         ours.append(_implicit_ndcg(model.user_factors, model.item_factors, train, test))
-        reference = AlternatingLeastSquares(
-            factors=64,
-            iterations=15,
-            alpha=1.0,
-            regularization=LAM,
-            use_cg=solver == "cg",
-            random_state=seed,
-        )
+        with threadpool_limits(limits=1, user_api="blas"):  # implicit warns about BLAS threads
+            reference = AlternatingLeastSquares(
+                factors=64,
+                iterations=15,
+                alpha=1.0,
+                regularization=LAM,
+                use_cg=solver == "cg",
+                random_state=seed,
+            )
+        reference.cg_steps = model.config.cg_steps  # implicit's default is 3, ours 4
         with threadpool_limits(limits=1, user_api="blas"):
             reference.fit(confidence, show_progress=False)
         theirs.append(_implicit_ndcg(reference.user_factors, reference.item_factors, train, test))
