@@ -18,7 +18,8 @@ An experiment file (YAML, in ``experiments/``) lists notebooks and their paramet
 (the executed notebook and its ``results.json``), prints progress and a summary table, and saves
 the table as ``summary.csv``. Each notebook receives ``OUTPUT_DIR`` (its run folder) and writes
 ``results.json`` itself in its last cell with :func:`write_results`; the runner adds the run's
-status, timing and kernel. A failing notebook is reported with its failing cell and the other
+status, timing and kernel. Notebooks run in the caller's working directory, so relative paths
+in parameters (``EVENTS=data/plays.csv``) mean what they mean on the command line. A failing notebook is reported with its failing cell and the other
 runs still run (``fail_fast`` stops instead); runs that refer to a failed step are skipped.
 
 The notebooks run in a kernel started from *this* interpreter (``sys.executable -m
@@ -36,6 +37,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -445,7 +447,7 @@ def _execute(run: Run, parameters: dict, log) -> None:
             kernel_name="python3",
             kernel_manager_class=_kernel_manager_class(out / "kernel-stderr.log"),
             progress_bar=False,
-            cwd=str(out),
+            cwd=os.getcwd(),  # relative paths in parameters mean what they meant to the caller
         )
         record = read_results(out)
         run.status = "ok"

@@ -424,3 +424,14 @@ def test_shipped_experiment_files_are_valid(path):
         SearchSpace.load(path)
     else:
         assert experiments.load_experiment(path).runs
+
+
+@pytest.mark.notebooks
+def test_relative_paths_in_parameters_are_the_callers(tmp_path, notebooks, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "given").mkdir()
+    (tmp_path / "given" / "value.txt").write_text("42")
+    spec = {"steps": [{"notebook": str(notebooks["consume"]), "parameters": {"SOURCE": "given"}}]}
+    _, runs = experiments.run_experiment(write_yaml(tmp_path / "rel.yaml", spec))
+    assert runs[0].status == "ok", runs[0].error
+    assert runs[0].metrics == {"read": 42}
