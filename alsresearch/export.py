@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import shutil
 import sys
@@ -171,7 +172,11 @@ def _fit_and_evaluate(model, train: Interactions, test: Interactions, k: int) ->
 
     model.fit(train)
     result = evaluate(model, train, test, k=k)
-    return {name: float(value) for name, value in result.metrics.items()}
+    # NaN (a metric with nothing to average) becomes null: the card is strict JSON
+    return {
+        name: float(value) if math.isfinite(value) else None
+        for name, value in result.metrics.items()
+    }
 
 
 def _model_from_card(card: dict[str, Any], card_path: Path):
@@ -423,7 +428,9 @@ def _write_artefact(target: ArtefactPaths, model, fallback, card: dict[str, Any]
             obj.save(staged[final])
             card["files"][final.name] = {"sha256": file_sha256(staged[final])}
         staged[target.card] = _staging(target.card)
-        staged[target.card].write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        staged[target.card].write_text(
+            json.dumps(card, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
         for tmp in staged.values():  # Recommender.save leaves mkstemp's 0600
             os.chmod(tmp, _file_mode())
         archived = _archive(target)

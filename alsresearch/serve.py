@@ -34,6 +34,7 @@ A model file that is missing, unreadable or inconsistent with its card stops sta
 line on stderr naming the path and the problem (exit status 1).
 """
 
+import json
 import re
 import sys
 from pathlib import Path as FilePath
@@ -65,6 +66,7 @@ class RecommendationService:
         self, model: Recommender, fallback: Recommender, card: dict[str, Any], name: str
     ) -> None:
         self.model = model
+        self.fallback = fallback
         self.card = card
         self.name = name
         if not np.array_equal(fallback.item_ids, model.item_ids):
@@ -97,6 +99,7 @@ class RecommendationService:
         if files.card.exists():
             try:
                 card = read_card(files.card)
+                json.dumps(card, allow_nan=False)  # what /model will send must be strict JSON
             except (OSError, ValueError) as exc:
                 raise ModelFileError(f"{files.card}: unreadable model card ({exc})") from exc
             name = str(card.get("name", name))
@@ -182,17 +185,20 @@ class RecommendationService:
             dict.fromkeys(it for it, i in zip(items, idx.tolist(), strict=True) if i < 0)
         )
         known = [it for it, i in zip(items, idx.tolist(), strict=True) if i >= 0]
-        if known:
-            ids, scores = self.model.recommend_for_history(known, n=n)
+        if not known:
+            recs, source = self._popular(n), "popularity"
+        else:
+            try:
+                ids, scores = self.model.recommend_for_history(known, n=n)
+                source = "als"
+            except FloatingPointError:  # a fold-in system too ill-conditioned to solve
+                ids, scores = self.fallback.recommend_for_history(known, n=n)
+                source = "popularity"
+            scores = np.nan_to_num(scores.astype(np.float64))
             recs = [
                 {"item_id": i, "score": s}
-                for i, s in zip(
-                    ids.tolist(), np.nan_to_num(scores.astype(np.float64)).tolist(), strict=True
-                )
+                for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
             ]
-            source = "als"
-        else:
-            recs, source = self._popular(n), "popularity"
         return {
             "recommendations": recs,
             "model": self.name,
