@@ -100,6 +100,15 @@ def test_health_and_model_card(client, artefact, movielens):
     card = client.get("/model").json()
     assert card == json.loads(artefact.card_path.read_text())
     assert card["params"]["factors"] == GOOD["factors"]
+    schema = client.get("/openapi.json").json()
+    assert set(schema["paths"]) == {
+        "/recommendations/{user_id}",
+        "/recommendations/batch",
+        "/recommendations/history",
+        "/health",
+        "/model",
+    }
+    assert client.get("/docs").status_code == 200
 
 
 def test_single_user_contract(client, artefact, seen_by_user):
