@@ -5,7 +5,7 @@ Prints the median wall time of each (several alternating runs), their ratio (tar
 the peak extra memory of each call (resident set size sampled every few milliseconds, minus
 the RSS just before the call) and both libraries' metrics where their definitions agree.
 
-    .venv/bin/python benchmarks/bench_eval.py            # the full size (about 2 minutes)
+    .venv/bin/python benchmarks/bench_eval.py    # full size: 3 x 2 runs, 10-15 min on 2 busy cores
     .venv/bin/python benchmarks/bench_eval.py --users 5000 --items 4000 --nnz 100000 --repeats 2
 
 The machine is shared: timings are noisy, read the medians.
