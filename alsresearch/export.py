@@ -455,6 +455,8 @@ def _write_artefact(target: ArtefactPaths, model, fallback, card: dict[str, Any]
 
 # ---------------------------------------------------------------------- command line
 def add_command(subparsers) -> None:
+    from alsresearch.experiments import add_data_arguments
+
     p = subparsers.add_parser(
         "promote",
         help="fit ALS with tuned parameters, gate it against popularity and the current "
@@ -467,15 +469,12 @@ def add_command(subparsers) -> None:
             "fallback; the previous files move to models/archive/."
         ),
     )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--events", type=Path, help="events file (CSV, TSV or Parquet)")
-    source.add_argument(
-        "--default", action="store_true", help="the shipped MovieLens ml-latest-small"
+    add_data_arguments(p)  # --events and its columns, as for tune/train/evaluate
+    p.add_argument(
+        "--default",
+        action="store_true",
+        help="the shipped MovieLens ml-latest-small (also what no --events means)",
     )
-    p.add_argument("--user-col", default="user_id", help="user column of --events")
-    p.add_argument("--item-col", default="item_id", help="item column of --events")
-    p.add_argument("--weight-col", default=None, help="count/weight column of --events")
-    p.add_argument("--timestamp-col", default=None, help="timestamp column of --events")
     p.add_argument(
         "--params",
         type=Path,
@@ -494,18 +493,11 @@ def add_command(subparsers) -> None:
 
 
 def _promote_command(args) -> int:
-    if args.default:
-        from alsresearch.datasets import load_default
+    from alsresearch.experiments import load_data
 
-        data = load_default()
-    else:
-        data = Interactions.from_events(
-            args.events,
-            user_col=args.user_col,
-            item_col=args.item_col,
-            weight_col=args.weight_col,
-            timestamp_col=args.timestamp_col,
-        )
+    if args.default and args.events:
+        raise ValueError("give --events FILE or --default, not both")
+    data = load_data(args.events, args.user_col, args.item_col, args.weight_col)
     result = promote(
         args.params,
         data,
