@@ -93,6 +93,17 @@ def test_save_is_atomic_and_leaves_no_temporary_files(small_interactions, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
 
 
+def test_saved_file_permissions_follow_the_umask(small_interactions, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = ToyFactorModel().fit(small_interactions).save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize("n", [1, 10, base.MAX_N, np.int64(3)])
 def test_validate_n_accepts(n):
     assert validate_n(n) == int(n)
