@@ -801,13 +801,8 @@ REGISTRY: dict[str, RemoteDataset] = {
 }
 
 
-def default_cache_dir() -> Path:
-    """Where downloads are cached: ``$ALSRESEARCH_CACHE``, else ``$XDG_CACHE_HOME/alsresearch``,
-    else ``~/.cache/alsresearch``."""
-    if os.environ.get("ALSRESEARCH_CACHE"):
-        return Path(os.environ["ALSRESEARCH_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "alsresearch"
+#: where downloads are cached (defined with every other path in :mod:`alsresearch.paths`)
+default_cache_dir = paths.cache_dir
 
 
 def _md5(path: Path) -> str:

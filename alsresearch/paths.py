@@ -46,3 +46,12 @@ def shared_datasets_dir() -> Path | None:
     """``../shared/datasets`` beside the checkout, if this machine has it (developers only)."""
     candidate = REPO_ROOT.parent / "shared" / "datasets"
     return candidate if candidate.is_dir() else None
+
+
+def cache_dir() -> Path:
+    """Where downloads are cached: ``$ALSRESEARCH_CACHE``, else ``$XDG_CACHE_HOME/alsresearch``,
+    else ``~/.cache/alsresearch``."""
+    if os.environ.get("ALSRESEARCH_CACHE"):
+        return Path(os.environ["ALSRESEARCH_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "alsresearch"
