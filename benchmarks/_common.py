@@ -8,13 +8,12 @@ only), so :func:`peak_rss_mib` reads the kernel's high-water mark of the residen
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
 
-__all__ = ["median", "peak_rss_mib", "report_and_exit", "run_isolated"]
+__all__ = ["median", "peak_rss_mib", "report_and_exit", "rss_mib", "run_isolated"]
 
 _RESULT_TAG = "BENCH-RESULT "
 
@@ -23,9 +22,26 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def peak_rss_mib() -> float:
-    """High-water resident set size of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """High-water resident set size of this process so far, in MiB (Linux ``VmHWM``).
+
+    Not ``getrusage().ru_maxrss``: Linux carries that across ``exec`` from the forking parent,
+    so a worker started by a big parent would report the parent's size.
+    """
+    return _status_kib("VmHWM") / 1024
+
+
+def rss_mib() -> float:
+    """Current resident set size in MiB (Linux ``VmRSS``)."""
+    return _status_kib("VmRSS") / 1024
 
 
 def report_and_exit(result: dict) -> None:

@@ -13,7 +13,9 @@ thread; ours and implicit's get the same number of threads. Printed per size and
 median fit time of ``--repeats`` runs, its ratio to implicit CG and Cholesky, the final loss
 (OUR exact objective, :func:`alsresearch.als.objective`, evaluated on each library's factors so
 losses are comparable), the median process CPU time (all threads; steadier than wall time on a
-busy machine) and the median peak RSS. Numba's first-call time (compiling, or loading
+busy machine), the median peak RSS of the worker process (``VmHWM``: the counts, the model and
+everything the fit allocates; the interpreter and libraries alone are ~150 MiB) and its RSS
+with the counts loaded, just before the fit ("data MiB"). Numba's first-call time (compiling, or loading
 the on-disk cache) is measured before the timed fit and printed apart.
 
     .venv/bin/python benchmarks/bench_als.py                      # S,M,L, 3 repeats (long)
@@ -37,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, peak_rss_mib, report_and_exit, run_isolated
+from _common import median, peak_rss_mib, report_and_exit, rss_mib, run_isolated
 
 SIZES = {
     "S": (50_000, 5_000, 1_000_000),
@@ -67,7 +69,7 @@ def worker(method: str, data_path: str, threads: int) -> None:
     from alsresearch.als import ALSModel, objective
 
     counts = sp.load_npz(data_path).tocsr()
-    rss_before = peak_rss_mib()
+    rss_before = rss_mib()
     jit = None
     if method.startswith("ours"):
         solver = "cholesky" if method == "ours-cholesky" else ALSModel().config.solver
@@ -163,7 +165,7 @@ def main() -> None:
     )
     header = (
         f"{'size':4} {'method':18} {'fit s (median)':>15} {'runs':>22} {'/impl CG':>8} "
-        f"{'/impl chol':>10} {'CPU s':>7} {'CPU/impl CG':>11} {'final loss':>14} {'/our chol':>9} {'loss/impl CG':>12} {'peak MiB':>9} {'JIT s':>6}"
+        f"{'/impl chol':>10} {'CPU s':>7} {'CPU/impl CG':>11} {'final loss':>14} {'/our chol':>9} {'loss/impl CG':>12} {'peak MiB':>9} {'data MiB':>9} {'JIT s':>6}"
     )
     with tempfile.TemporaryDirectory(prefix="bench_als_") as tmp:
         for size in sizes:
@@ -189,6 +191,7 @@ def main() -> None:
                     "cpu": median([x["cpu"] for x in r]),
                     "loss": median([x["loss"] for x in r]),
                     "peak": median([x["peak_mib"] for x in r]),
+                    "data": median([x["data_mib"] for x in r]),
                     "jit": r[0]["jit"],
                 }
                 for m, r in runs.items()
@@ -207,7 +210,7 @@ def main() -> None:
                     f"{size:4} {s['label']:18} {s['seconds']:15.2f} {all_runs:>22} "
                     f"{s['seconds'] / cg['seconds']:8.2f} {vs_chol:>10} {s['cpu']:7.1f} "
                     f"{s['cpu'] / cg['cpu']:11.2f} {s['loss']:14.6g} {vs_exact:>9} "
-                    f"{s['loss'] / cg['loss']:12.4f} {s['peak']:9.0f} {jit:>6}",
+                    f"{s['loss'] / cg['loss']:12.4f} {s['peak']:9.0f} {s['data']:9.0f} {jit:>6}",
                     flush=True,
                 )
 
