@@ -27,7 +27,7 @@ import scipy.linalg.cython_blas  # noqa: F401  load the BLAS numba calls before 
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from alsresearch import _kernels
+from alsresearch import _kernels, _quantized
 from alsresearch.base import Recommender, validate_n
 from alsresearch.data import coerce_interactions
 from alsresearch.topk import topk
@@ -36,6 +36,11 @@ __all__ = ["ALSConfig", "ALSModel", "confidence_minus_one", "objective"]
 
 #: rows per scratch block in the kernels (small enough to balance power-law rows across threads)
 _BLOCK = 64
+
+#: ``topk_rows`` answers through the exact int8 screen of :mod:`alsresearch._quantized` for
+#: top-n up to this n; a longer list ranks much of the catalogue, where the screen's candidate
+#: set grows and one matrix product with the shared top-k kernel does no more work.
+_SCREEN_MAX_N = 1000
 
 Solver = Literal["cholesky", "cg"]
 Scaling = Literal["raw", "log"]
@@ -247,6 +252,7 @@ class ALSModel(Recommender):
         )
         self.loss_history = []
         self._yty: np.ndarray | None = None
+        self._screen: _quantized.QuantizedItems | None = None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.to_dict().items())
@@ -283,6 +289,7 @@ class ALSModel(Recommender):
         self.item_factors = rng.random((data.n_items, k), dtype=dtype) * dtype.type(0.01)
         self.loss_history = []
         self._yty = None
+        self._screen = None
         self._set_training_data(data)  # before the loop, so callbacks can recommend
 
         threads = cfg.num_threads or numba.config.NUMBA_NUM_THREADS
@@ -306,6 +313,7 @@ class ALSModel(Recommender):
             finally:
                 numba.set_num_threads(previous_threads)
             self._yty = yty
+            self._screen = None  # the sweeps changed item_factors in place
             loss = _loss_from_parts(xtx, yty, item_loss.sum(), cfg.regularization)
             self.loss_history.append(loss)
             if show_progress:
@@ -357,6 +365,24 @@ class ALSModel(Recommender):
         self._check_fitted()
         rows = np.asarray(rows, dtype=np.int64)
         return np.asarray(self.user_factors[rows] @ self.item_factors.T, dtype=np.float32)
+
+    def topk_rows(
+        self, rows: np.ndarray, n: int, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``n`` of internal user rows (see :meth:`Recommender.topk_rows`), through an
+        int8 screen of the item factors that reads a quarter of their bytes and rescores only
+        the items that can still make the list (:mod:`alsresearch._quantized`). The screen is
+        built on first use and rebuilt whenever the item factors change (every fit iteration,
+        load). Lists longer than ``_SCREEN_MAX_N`` take the base path."""
+        self._check_fitted()
+        n = min(validate_n(n), self.n_items)
+        if n > _SCREEN_MAX_N:
+            return super().topk_rows(rows, n, exclude_seen)
+        screen = self._screen
+        if screen is None or screen.factors is not self.item_factors:
+            screen = self._screen = _quantized.quantize(self.item_factors)
+        seen = self.seen if exclude_seen else None
+        return _quantized.topk_quantized(screen, self.user_factors, rows, n, seen)
 
     def fold_in(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Factors of a user with counts ``weights`` on items ``item_idx`` (internal indices),
@@ -446,3 +472,4 @@ class ALSModel(Recommender):
             raise ValueError(f"loss_history must be 1-D, got shape {history.shape}")
         self.loss_history = history.tolist()
         self._yty = None
+        self._screen = None
