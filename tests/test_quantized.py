@@ -1,0 +1,233 @@
+"""The int8-screened exact top-k (alsresearch._quantized) and ALSModel.topk_rows, against a
+float64 NumPy ranking computed here from the factors (scores X @ Y.T, seen items excluded, ties
+to the lower item index)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from alsresearch._quantized import approx_scores, quantize, topk_quantized
+from alsresearch.als import ALSModel
+from alsresearch.base import Recommender
+from alsresearch.datasets import load_default
+
+REL = 1e-5  # two items may swap only when their float64 scores are this close (relative)
+
+
+def reference(X, Y, rows, k, seen=None):
+    """float64 top-k: (items, float64 scores), -1 / -inf padded, ties to the lower index."""
+    S = np.asarray(X, dtype=np.float64)[rows] @ np.asarray(Y, dtype=np.float64).T
+    if seen is not None:
+        S[sp.csr_matrix(seen)[rows].toarray() > 0] = -np.inf
+    order = np.lexsort((np.broadcast_to(np.arange(S.shape[1]), S.shape), -S), axis=1)[:, :k]
+    best = np.take_along_axis(S, order, axis=1)
+    return np.where(np.isfinite(best), order, -1), best, S
+
+
+def assert_matches(idx, val, X, Y, rows, k, seen=None):
+    ref_idx, ref_val, S = reference(X, Y, rows, k, seen)
+    assert idx.shape == val.shape == (len(rows), k)
+    assert val.dtype == np.float32
+    scale = np.abs(S[np.isfinite(S)]).max(initial=0.0) + 1e-30
+    np.testing.assert_array_equal(idx < 0, ref_idx < 0)  # the same padding
+    assert np.all(np.isneginf(val[idx < 0]))
+    for r in range(len(rows)):
+        got = idx[r][idx[r] >= 0]
+        assert len(set(got.tolist())) == len(got)
+        exact = S[r, got]
+        assert np.all(np.isfinite(exact)), "a seen item was recommended"
+        # items differ from the reference only where the float64 scores nearly tie
+        differ = got != ref_idx[r][: len(got)]
+        np.testing.assert_array_less(
+            np.abs(exact[differ] - ref_val[r][: len(got)][differ]), REL * scale
+        )
+        # scores are the exact scores, rounded to float32
+        np.testing.assert_allclose(val[r][: len(got)], exact, rtol=1e-6, atol=1e-7 * scale)
+
+
+@pytest.fixture
+def factors(rng):
+    """Items with skewed norms (log-normal), Gaussian factors (negative scores), exact
+    duplicates (ties), an all-zero item; users include an all-zero vector."""
+    n_users, n_items, k = 40, 3000, 24
+    Y = rng.standard_normal((n_items, k)) * rng.lognormal(0.0, 1.0, size=(n_items, 1))
+    Y[2000] *= 1000.0 / np.linalg.norm(Y[2000])  # the longest item by far
+    Y[100:110] = Y[2000]  # ties between 2000 and 100..109: the lower indices win
+    Y[7] = 0.0
+    X = rng.standard_normal((n_users, k))
+    X[0] = Y[2000] * 3.0  # so the tied items rank on top
+    X[5] = 0.0  # no factors: every score is 0, ties by index
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+@pytest.fixture
+def seen(rng, factors):
+    X, Y = factors
+    m = sp.random(len(X), len(Y), density=0.05, random_state=rng, format="lil")
+    m[3, :] = 1.0
+    m[3, [11, 500, 2999]] = 0.0  # user 3 has seen all but three items
+    m[0, 100:110] = 0.0
+    m[0, 2000] = 0.0
+    m[0, 104] = 1.0  # one of the tied items
+    return sp.csr_matrix(m)
+
+
+@pytest.mark.parametrize("k", [1, 10, 137])
+@pytest.mark.parametrize("exclude", [True, False])
+def test_topk_matches_float64_ranking(factors, seen, k, exclude):
+    X, Y = factors
+    rows = np.arange(len(X))
+    mask = seen if exclude else None
+    idx, val = topk_quantized(quantize(Y), X, rows, k, mask)
+    assert_matches(idx, val, X, Y, rows, k, mask)
+
+
+def test_ties_go_to_the_lower_index(factors, seen):
+    X, Y = factors
+    idx, _ = topk_quantized(quantize(Y), X, [0], 12, seen)
+    # user 0 points at item 2000 and its copies 100..109 (104 is seen): lowest index first
+    assert idx[0][:10].tolist() == [100, 101, 102, 103, 105, 106, 107, 108, 109, 2000]
+    idx, val = topk_quantized(quantize(Y), X, [5], 4, seen)  # zero user: all scores 0
+    unseen = np.flatnonzero(seen[5].toarray()[0] == 0)
+    assert idx[0].tolist() == unseen[:4].tolist()
+    assert np.all(val[0] == 0)
+
+
+def test_user_who_has_seen_almost_everything_gets_padding(factors, seen):
+    X, Y = factors
+    idx, val = topk_quantized(quantize(Y), X, [3], 5, seen)
+    assert sorted(idx[0][:3].tolist()) == [11, 500, 2999]
+    assert idx[0][3:].tolist() == [-1, -1]
+    assert np.all(np.isneginf(val[0][3:]))
+
+
+def test_k_equal_to_the_catalogue_and_float64_factors(factors, seen):
+    X, Y = factors
+    X64, Y64 = X[:6].astype(np.float64) * 1.1, Y.astype(np.float64) * 0.9
+    rows = np.arange(6)
+    idx, val = topk_quantized(quantize(Y64), X64, rows, len(Y), seen[:6])
+    assert_matches(idx, val, X64, Y64, rows, len(Y), seen[:6])
+
+
+def test_batch_equals_singles(factors, seen):
+    X, Y = factors
+    index = quantize(Y)
+    rows = np.array([4, 0, 4, 39, 5, 3, 17])  # duplicates allowed
+    batch = topk_quantized(index, X, rows, 10, seen, threads=2)
+    for r, u in enumerate(rows):
+        one = topk_quantized(index, X, [u], 10, seen)
+        np.testing.assert_array_equal(batch[0][r], one[0][0])
+        np.testing.assert_array_equal(batch[1][r], one[1][0])
+
+
+def test_screen_bound_holds_for_every_item(factors):
+    X, Y = factors
+    index = quantize(Y)
+    exact = X.astype(np.float64) @ Y.astype(np.float64).T
+    for u in range(len(X)):
+        a = approx_scores(index, X[u]).astype(np.float64)
+        bound = np.linalg.norm(X[u].astype(np.float64)) * index.slack
+        assert np.all(np.abs(a - exact[u]) <= bound), f"user {u}"
+    # the screen really is approximate, so the bound is doing work
+    assert np.abs(approx_scores(index, X[1]) - exact[1]).max() > 0
+
+
+def test_rounding_margin_covers_float32_error_of_the_screen(rng):
+    # Items exactly representable as s_i q_i (scale a power of two, integer codes): the
+    # quantisation residual is zero, so the slack is the float32-rounding margin alone, and
+    # the screen's float32 dot products (256 terms) do round.
+    k = 256
+    q = rng.integers(-127, 128, size=(500, k))
+    q[:, 0] = 127  # max |q| = 127, so s_i = 2^e exactly
+    scale = 2.0 ** rng.integers(-8, 3, size=(500, 1))
+    Y = (q * scale).astype(np.float32)
+    index = quantize(Y)
+    np.testing.assert_array_equal(index.scale[:500], scale[:, 0])
+    X = rng.standard_normal((20, k))  # float64 users: also rounded to float32 by the screen
+    worst = 0.0
+    for x in X:
+        err = np.abs(approx_scores(index, x).astype(np.float64) - Y.astype(np.float64) @ x)
+        margin = np.linalg.norm(x) * index.slack
+        assert np.all(err <= margin)
+        worst = max(worst, (err / margin).max())
+    assert worst > 0.0  # float32 rounding happened: a zero slack would have been violated
+
+
+def test_bad_input(factors):
+    X, Y = factors
+    index = quantize(Y)
+    with pytest.raises(IndexError, match="rows"):
+        topk_quantized(index, X, [len(X)], 10)
+    with pytest.raises(ValueError, match="k must be"):
+        topk_quantized(index, X, [0], len(Y) + 1)
+    with pytest.raises(ValueError, match="finite"):
+        quantize(np.full((3, 2), np.nan))
+
+
+# ---------------------------------------------------------------------------- ALSModel hook
+@pytest.fixture(scope="module")
+def movielens_model():
+    data = load_default()
+    return ALSModel(factors=16, iterations=3, random_state=0).fit(data), data
+
+
+def plain_topk_rows(model, rows, n, exclude_seen=True):
+    """The base class's path: score_rows (one float32 gemm) and the shared top-k kernel."""
+    return Recommender.topk_rows(model, rows, n, exclude_seen)
+
+
+@pytest.mark.parametrize("n", [10, 100])
+def test_als_topk_rows_on_movielens(movielens_model, n):
+    model, data = movielens_model
+    rows = np.arange(model.n_users)
+    idx, val = model.topk_rows(rows, n)
+    assert_matches(idx, val, model.user_factors, model.item_factors, rows, n, model.seen)
+    plain_idx, plain_val = plain_topk_rows(model, rows, n)
+    np.testing.assert_allclose(val, plain_val, rtol=1e-5, atol=1e-6)
+    assert (idx == plain_idx).all(axis=1).mean() > 0.99  # swaps only on float32 near-ties
+    ids, scores = model.recommend(data.user_ids[7], n=n)
+    np.testing.assert_array_equal(ids, data.item_ids[idx[7]])
+    np.testing.assert_array_equal(scores, val[7])
+
+
+def test_als_long_lists_take_the_plain_path(movielens_model):
+    model, _ = movielens_model
+    rows = np.arange(5)
+    idx, val = model.topk_rows(rows, 1500, exclude_seen=False)
+    assert_matches(idx, val, model.user_factors, model.item_factors, rows, 1500)
+
+
+def test_recommendations_follow_refit_and_mid_fit_factors():
+    data = load_default()
+    model = ALSModel(factors=8, iterations=3, random_state=1)
+    rows = np.arange(0, data.n_users, 7)
+    checked = []
+
+    def callback(iteration, m):
+        idx, val = m.topk_rows(rows, 10)  # the screen must follow every iteration
+        assert_matches(idx, val, m.user_factors, m.item_factors, rows, 10, m.seen)
+        checked.append(iteration)
+
+    model.fit(data, callback=callback)
+    assert checked == [1, 2, 3]
+    model.fit(data)  # refit from scratch: new arrays
+    idx, val = model.topk_rows(rows, 10)
+    assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, model.seen)
+    model.item_factors = model.item_factors[::-1].copy()  # replaced from outside
+    idx, val = model.topk_rows(rows, 10)
+    assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, model.seen)
+
+
+def test_loaded_model_uses_its_own_factors(tmp_path):
+    data = load_default()
+    a = ALSModel(factors=8, iterations=2, random_state=2).fit(data)
+    b = ALSModel(factors=8, iterations=2, random_state=3).fit(data)
+    rows = np.arange(50)
+    b.topk_rows(rows, 10)  # b's screen exists before load replaces its factors
+    b._restore(a._state())
+    idx, val = b.topk_rows(rows, 10)
+    assert_matches(idx, val, a.user_factors, a.item_factors, rows, 10, a.seen)
+    loaded = ALSModel.load(a.save(tmp_path / "a.npz"))
+    np.testing.assert_array_equal(loaded.topk_rows(rows, 10)[0], a.topk_rows(rows, 10)[0])
