@@ -51,6 +51,8 @@ class QuantizedItems:
     """float32 ``(n_blocks * BLOCK,)``: ``s_i`` (0 for padding and all-zero items)."""
     slack: np.ndarray
     """float64 ``(n_items,)``: ``|x . y_i - a_i| <= ||x|| slack_i`` for every ``x``."""
+    block_slack: np.ndarray
+    """float64 ``(n_blocks,)``: the largest slack in each block (to skip whole blocks)."""
     factors: np.ndarray
     """The item factors the screen was built from (rescoring reads them)."""
 
@@ -92,12 +94,16 @@ def quantize(item_factors: np.ndarray) -> QuantizedItems:
     codes = np.ascontiguousarray(padded.reshape(n_blocks, BLOCK, k).transpose(0, 2, 1))
     scale_padded = np.zeros(n_blocks * BLOCK, dtype=np.float32)
     scale_padded[:n] = scale
-    return QuantizedItems(codes, scale_padded, slack, Y)
+    slack_padded = np.zeros(n_blocks * BLOCK)
+    slack_padded[:n] = slack
+    block_slack = slack_padded.reshape(n_blocks, BLOCK).max(axis=1)
+    return QuantizedItems(codes, scale_padded, slack, block_slack, Y)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, boundscheck=False)
-def _screen(x32, codes, scale, out):
-    # out[i] = scale[i] * (x32 . codes of item i), for every (padded) item, float32
+def _screen(x32, codes, scale, out, block_max):
+    # out[i] = scale[i] * (x32 . codes of item i), for every (padded) item, float32;
+    # block_max[b] = the largest out[i] of block b
     n_blocks, k, _ = codes.shape
     for b in range(n_blocks):
         acc = out[b * BLOCK : (b + 1) * BLOCK]
@@ -109,8 +115,11 @@ def _screen(x32, codes, scale, out):
             for lane in range(BLOCK):
                 acc[lane] += xj * np.float32(c[lane])
         s = scale[b * BLOCK : (b + 1) * BLOCK]
+        top = np.float32(-np.inf)
         for lane in range(BLOCK):
             acc[lane] *= s[lane]
+            top = max(top, acc[lane])
+        block_max[b] = top
 
 
 @njit(cache=True, nogil=True)
@@ -125,12 +134,14 @@ def _user_topk(
     codes,
     scale,
     slack,
+    block_slack,
     factors,
     indptr,
     indices,
     row,
     k,
     approx,
+    block_max,
     cand,
     x32,
     hv,
@@ -139,7 +150,8 @@ def _user_topk(
     out_val,
 ):
     """Top-k of one user (factors ``x``) into ``out_idx`` / ``out_val``; ``row < 0`` excludes
-    nothing. Scratch: ``approx`` float32 (padded items), ``cand`` int64 (n_items), ``x32``
+    nothing. Scratch: ``approx`` float32 (padded items), ``block_max`` float32 (blocks),
+    ``cand`` int64 (n_items), ``x32``
     (k factors), ``hv`` / ``hi`` (k). Returns the number of candidates rescored."""
     n = factors.shape[0]
     kf = factors.shape[1]
@@ -149,38 +161,53 @@ def _user_topk(
         nx += np.float64(x[j]) * np.float64(x[j])
     nx = math.sqrt(nx) * (1 + 1e-12)
 
-    _screen(x32, codes, scale, approx)
+    _screen(x32, codes, scale, approx, block_max)
     if row >= 0:
         for p in range(indptr[row], indptr[row + 1]):
             approx[indices[p]] = -np.inf  # finite factors never give -inf otherwise
 
-    # T: the k-th largest lower bound a_i - ||x|| slack_i over unseen items (min-heap of k)
+    # T: the k-th largest lower bound a_i - ||x|| slack_i over unseen items (min-heap of k).
+    # A block whose largest a_i (block_max, taken before seen items were marked) is <= T
+    # holds no lower bound above T: skip it.
     size = 0
+    threshold = -np.inf
     i = 0
-    while i < n and size < k:
-        if approx[i] > -np.inf:
-            hv[size] = np.float64(approx[i]) - nx * slack[i]
-            hi[size] = i
-            size += 1
-        i += 1
-    _heapify(hv, hi, size)
-    threshold = hv[0] if size == k else -np.inf
     while i < n:
-        lower = np.float64(approx[i]) - nx * slack[i]
-        if lower > threshold:  # seen items have lower = -inf
-            hv[0] = lower
-            hi[0] = i
-            _sift_down(hv, hi, 0, size)
-            threshold = hv[0]
+        if size == k and i % BLOCK == 0 and np.float64(block_max[i // BLOCK]) <= threshold:
+            i += BLOCK
+            continue
+        a = approx[i]
+        if a > -np.inf:
+            lower = np.float64(a) - nx * slack[i]
+            if size < k:
+                hv[size] = lower
+                hi[size] = i
+                size += 1
+                if size == k:
+                    _heapify(hv, hi, size)
+                    threshold = hv[0]
+            elif lower > threshold:
+                hv[0] = lower
+                hi[0] = i
+                _sift_down(hv, hi, 0, size)
+                threshold = hv[0]
         i += 1
 
-    # candidates: unseen items whose upper bound reaches T (ascending item order)
+    # candidates: unseen items whose upper bound reaches T, in ascending item order (a block
+    # whose largest a_i plus largest slack stays below T holds none)
     n_cand = 0
-    for i in range(n):
-        a = approx[i]
-        if a > -np.inf and np.float64(a) + nx * slack[i] >= threshold:
-            cand[n_cand] = i
-            n_cand += 1
+    i = 0
+    while i < n:
+        b = i // BLOCK
+        if np.float64(block_max[b]) + nx * block_slack[b] < threshold:
+            i += BLOCK
+            continue
+        for j in range(i, min(i + BLOCK, n)):
+            a = approx[j]
+            if a > -np.inf and np.float64(a) + nx * slack[j] >= threshold:
+                cand[n_cand] = j
+                n_cand += 1
+        i += BLOCK
 
     # exact scores of the candidates (float64 accumulation); keep the best k, ties to the
     # lower index: candidates come in ascending order, so a later one needs a higher score
@@ -220,29 +247,57 @@ def _user_topk(
 @njit(cache=True, nogil=True)
 def _scratch(codes, factors, k):
     approx = np.empty(codes.shape[0] * BLOCK, dtype=np.float32)
+    block_max = np.empty(codes.shape[0], dtype=np.float32)
     cand = np.empty(factors.shape[0], dtype=np.int64)
     x32 = np.empty(factors.shape[1], dtype=np.float32)
     hv = np.empty(k, dtype=np.float64)
     hi = np.empty(k, dtype=np.int64)
-    return approx, cand, x32, hv, hi
+    return approx, block_max, cand, x32, hv, hi
 
 
 @njit(cache=True, nogil=True)
-def _topk_one(X, rows, exclude, codes, scale, slack, factors, indptr, indices, k, out_idx, out_val):
-    approx, cand, x32, hv, hi = _scratch(codes, factors, k)
+def _topk_one(
+    X,
+    rows,
+    exclude,
+    codes,
+    scale,
+    slack,
+    block_slack,
+    factors,
+    indptr,
+    indices,
+    k,
+    out_idx,
+    out_val,
+):
+    approx, block_max, cand, x32, hv, hi = _scratch(codes, factors, k)
     n_cand = 0
     for r in range(len(rows)):
         u = rows[r]
         n_cand += _user_topk(
-            X[u], codes, scale, slack, factors, indptr, indices, u if exclude else -1, k,
-            approx, cand, x32, hv, hi, out_idx[r], out_val[r],
+            X[u], codes, scale, slack, block_slack, factors, indptr, indices,
+            u if exclude else -1, k, approx, block_max, cand, x32, hv, hi, out_idx[r], out_val[r],
         )  # fmt: skip
     return n_cand
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _topk_many(
-    X, rows, exclude, codes, scale, slack, factors, indptr, indices, k, parts, out_idx, out_val
+    X,
+    rows,
+    exclude,
+    codes,
+    scale,
+    slack,
+    block_slack,
+    factors,
+    indptr,
+    indices,
+    k,
+    parts,
+    out_idx,
+    out_val,
 ):
     # users split into `parts` contiguous parts, one scratch per part
     b = len(rows)
@@ -251,7 +306,7 @@ def _topk_many(
         lo = p * b // parts
         hi_ = (p + 1) * b // parts
         counts[p] = _topk_one(
-            X, rows[lo:hi_], exclude, codes, scale, slack, factors, indptr, indices, k,
+            X, rows[lo:hi_], exclude, codes, scale, slack, block_slack, factors, indptr, indices, k,
             out_idx[lo:hi_], out_val[lo:hi_],
         )  # fmt: skip
     return counts.sum()
@@ -262,7 +317,7 @@ def approx_scores(index: QuantizedItems, x: np.ndarray) -> np.ndarray:
     top-k kernel computes them; ``|x . y_i - a_i| <= ||x|| slack_i``."""
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty(index.codes.shape[0] * BLOCK, dtype=np.float32)
-    _screen(x32, index.codes, index.scale, out)
+    _screen(x32, index.codes, index.scale, out, np.empty(index.codes.shape[0], np.float32))
     return out[: len(index.factors)]
 
 
@@ -298,7 +353,8 @@ def topk_quantized(
         indptr, indices, exclude = seen.indptr, seen.indices, True
     out_idx = np.empty((len(rows), k), dtype=np.int64)
     out_val = np.empty((len(rows), k), dtype=np.float32)
-    args = (X, rows, exclude, index.codes, index.scale, index.slack, factors, indptr, indices, k)
+    args = (X, rows, exclude, index.codes, index.scale, index.slack, index.block_slack, factors)
+    args += (indptr, indices, k)
     parts = min(len(rows), threads or numba.get_num_threads())
     if parts <= 1:
         _topk_one(*args, out_idx, out_val)
