@@ -596,7 +596,7 @@ def add_command(subparsers) -> None:
     add_data_arguments(t)
     t.add_argument("--params", type=Path, required=True, help="best.json or a JSON parameter file")
     t.add_argument("--out", type=Path, required=True, help="model file to write (.npz)")
-    _split_arguments(t)
+    add_split_arguments(t)
     t.set_defaults(func=_cmd_train)
 
     e = subparsers.add_parser(
@@ -614,16 +614,18 @@ def add_command(subparsers) -> None:
     e.add_argument("--model", type=Path, required=True, help="model file from `alsresearch train`")
     e.add_argument("--k", type=int, default=10, help="list length of the metrics")
     e.add_argument("--out", type=Path, help="also write the figures to this folder's results.json")
-    _split_arguments(e)
+    add_split_arguments(e)
     e.set_defaults(func=_cmd_evaluate)
 
 
-def _split_arguments(parser) -> None:
+def add_split_arguments(parser) -> None:
+    """--test-fraction and --split-seed: the one seeded test split of tune, train, evaluate and
+    promote (the same values give the same split everywhere)."""
     parser.add_argument(
         "--test-fraction",
         type=float,
         default=0.2,
-        help="share of each user's cells held out as test",
+        help="share of each user's cells held out as test (0: no test split)",
     )
     parser.add_argument("--split-seed", type=int, default=42, help="seed of the test split")
 

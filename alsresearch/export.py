@@ -455,7 +455,7 @@ def _write_artefact(target: ArtefactPaths, model, fallback, card: dict[str, Any]
 
 # ---------------------------------------------------------------------- command line
 def add_command(subparsers) -> None:
-    from alsresearch.experiments import add_data_arguments
+    from alsresearch.experiments import add_data_arguments, add_split_arguments
 
     p = subparsers.add_parser(
         "promote",
@@ -483,8 +483,7 @@ def add_command(subparsers) -> None:
     )
     p.add_argument("--name", default="als_baseline", help="artefact name (default als_baseline)")
     p.add_argument("--models-dir", type=Path, default=None, help="default: models/ in the repo")
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--split-seed", type=int, default=42)
+    add_split_arguments(p)
     p.add_argument("-k", type=int, default=10, help="cut-off of the gating NDCG (default 10)")
     p.add_argument(
         "--force", action="store_true", help="promote even when the candidate loses the gate"

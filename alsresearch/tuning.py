@@ -729,7 +729,7 @@ def tune(
 
 # ---------------------------------------------------------------------------------- CLI
 def add_command(subparsers) -> None:
-    from alsresearch.experiments import HelpFormatter, add_data_arguments
+    from alsresearch.experiments import HelpFormatter, add_data_arguments, add_split_arguments
 
     p = subparsers.add_parser(
         "tune",
@@ -759,13 +759,7 @@ def add_command(subparsers) -> None:
     p.add_argument(
         "--space", type=Path, help="search space YAML (default: experiments/search_space.yaml)"
     )
-    p.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.2,
-        help="share of each user's cells held out as test (0: tune on all)",
-    )
-    p.add_argument("--split-seed", type=int, default=42, help="seed of the test split")
+    add_split_arguments(p)
     p.add_argument(
         "--heartbeat",
         type=int,
