@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from alsresearch import als
 from alsresearch._quantized import approx_scores, quantize, topk_quantized
 from alsresearch.als import ALSModel
 from alsresearch.base import Recommender
@@ -167,6 +168,12 @@ def test_bad_input(factors):
 
 
 # ---------------------------------------------------------------------------- ALSModel hook
+@pytest.fixture
+def screen_every_batch(monkeypatch):
+    """ALSModel screens batches of at most als._SCREEN_MAX_ROWS users; here every batch."""
+    monkeypatch.setattr(als, "_SCREEN_MAX_ROWS", 10**9)
+
+
 @pytest.fixture(scope="module")
 def movielens_model():
     data = load_default()
@@ -179,7 +186,7 @@ def plain_topk_rows(model, rows, n, exclude_seen=True):
 
 
 @pytest.mark.parametrize("n", [10, 100])
-def test_als_topk_rows_on_movielens(movielens_model, n):
+def test_als_topk_rows_on_movielens(movielens_model, n, screen_every_batch):
     model, data = movielens_model
     rows = np.arange(model.n_users)
     idx, val = model.topk_rows(rows, n)
@@ -187,7 +194,7 @@ def test_als_topk_rows_on_movielens(movielens_model, n):
     plain_idx, plain_val = plain_topk_rows(model, rows, n)
     np.testing.assert_allclose(val, plain_val, rtol=1e-5, atol=1e-6)
     assert (idx == plain_idx).all(axis=1).mean() > 0.99  # swaps only on float32 near-ties
-    ids, scores = model.recommend(data.user_ids[7], n=n)
+    ids, scores = model.recommend(data.user_ids[7], n=n)  # one user: screened by default
     np.testing.assert_array_equal(ids, data.item_ids[idx[7]])
     np.testing.assert_array_equal(scores, val[7])
 
@@ -199,7 +206,7 @@ def test_als_long_lists_take_the_plain_path(movielens_model):
     assert_matches(idx, val, model.user_factors, model.item_factors, rows, 1500)
 
 
-def test_recommendations_follow_refit_and_mid_fit_factors():
+def test_recommendations_follow_refit_and_mid_fit_factors(screen_every_batch):
     data = load_default()
     model = ALSModel(factors=8, iterations=3, random_state=1)
     rows = np.arange(0, data.n_users, 7)
@@ -220,7 +227,7 @@ def test_recommendations_follow_refit_and_mid_fit_factors():
     assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, model.seen)
 
 
-def test_loaded_model_uses_its_own_factors(tmp_path):
+def test_loaded_model_uses_its_own_factors(tmp_path, screen_every_batch):
     data = load_default()
     a = ALSModel(factors=8, iterations=2, random_state=2).fit(data)
     b = ALSModel(factors=8, iterations=2, random_state=3).fit(data)
@@ -231,3 +238,14 @@ def test_loaded_model_uses_its_own_factors(tmp_path):
     assert_matches(idx, val, a.user_factors, a.item_factors, rows, 10, a.seen)
     loaded = ALSModel.load(a.save(tmp_path / "a.npz"))
     np.testing.assert_array_equal(loaded.topk_rows(rows, 10)[0], a.topk_rows(rows, 10)[0])
+
+
+def test_als_large_batches_take_the_plain_path(movielens_model):
+    model, _ = movielens_model
+    model._screen = None
+    rows = np.arange(als._SCREEN_MAX_ROWS + 1)
+    idx, val = model.topk_rows(rows, 10)
+    assert model._screen is None  # not built: the gemm path answered
+    assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, model.seen)
+    model.topk_rows(rows[:1], 10)
+    assert model._screen is not None
