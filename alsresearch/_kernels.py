@@ -11,7 +11,8 @@ once per half-sweep with BLAS), so each row's normal equations are::
 and a row costs O(k^2 nnz_u) to build, never O(k^2 n_items).
 
 Every row is solved independently and in a fixed order of operations, so the result does not
-depend on the number of threads. Rows are processed in blocks (``block`` rows each) so scratch
+depend on the number of numba threads (BLAS, called inside the kernels for the k x k and
+mat-vec products, runs on one thread during fit). Rows are processed in blocks (``block`` rows each) so scratch
 arrays are allocated once per block, not once per row.
 
 ``loss_part`` (optional, length 0 to skip) receives, per row, the observed-cell part of the

@@ -314,7 +314,10 @@ def _implicit_ndcg(user_factors, item_factors, train, test) -> float:
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.evaluation import ranking_metrics_at_k
 
-    holder = AlternatingLeastSquares(factors=user_factors.shape[1])
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # implicit warns about BLAS threads
+        holder = AlternatingLeastSquares(factors=user_factors.shape[1])
     holder.user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
     holder.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
     metrics = ranking_metrics_at_k(
