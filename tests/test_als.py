@@ -313,7 +313,6 @@ def _implicit_ndcg(user_factors, item_factors, train, test) -> float:
     """NDCG@10 of factors, computed by implicit's own evaluation (an independent reference)."""
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.evaluation import ranking_metrics_at_k
-
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):  # implicit warns about BLAS threads
