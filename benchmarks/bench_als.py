@@ -15,11 +15,14 @@ median fit time of ``--repeats`` runs, its ratio to implicit CG and Cholesky, th
 losses are comparable), the median process CPU time (all threads; steadier than wall time on a
 busy machine), the median peak RSS of the worker process (``VmHWM``: the counts, the model and
 everything the fit allocates; the interpreter and libraries alone are ~150 MiB) and its RSS
-with the counts loaded, just before the fit ("data MiB"). Numba's first-call time (compiling, or loading
-the on-disk cache) is measured before the timed fit and printed apart.
+with the counts loaded, just before the fit ("data MiB"). Numba's first-call time (compiling,
+or loading the on-disk cache) is measured before the timed fit and printed apart.
 
     .venv/bin/python benchmarks/bench_als.py                      # S,M,L, 3 repeats (long)
     .venv/bin/python benchmarks/bench_als.py --sizes S --repeats 2
+    # the README figures (about 20 minutes):
+    .venv/bin/python benchmarks/bench_als.py --sizes S,M,L --repeats 3 \
+        --implicit-cholesky-sizes S --ours-cholesky-sizes S,M
 
 Targets (2 cores): our default solver at most 0.5x implicit CG's time with a loss no worse than
 implicit CG's, at every size; peak memory at L under 2 GiB; our Cholesky faster than implicit's.
@@ -135,7 +138,7 @@ def main() -> None:
         help="sizes at which to run implicit's (slow) Cholesky solver",
     )
     parser.add_argument(
-        "--ours-cholesky-sizes", default="S,M,L", help="sizes at which to run our exact solver"
+        "--ours-cholesky-sizes", default="S,M", help="sizes at which to run our exact solver"
     )
     parser.add_argument("--worker", nargs=3, metavar=("METHOD", "DATA", "THREADS"))
     args = parser.parse_args()
