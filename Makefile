@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 lab: $(STAMP)
-	$(PY) -m ipykernel install --user --name alsresearch --display-name "Python (alsresearch)"
+	$(PY) -m ipykernel install --sys-prefix --name alsresearch --display-name "Python (alsresearch)"
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: $(STAMP)
