@@ -6,7 +6,11 @@ and the same factors in implicit's CPU ``AlternatingLeastSquares``:
 
 1. in process, exact top-10 with seen items excluded: single-user ``recommend`` (median and
    p99 over many users) and a batch of 1000 users, ours and implicit's in the same run, with
-   the share of users on which both return the same items;
+   the share of users on which both return the same items. Ours twice: ``ALSModel``'s own
+   path (the exact int8 screen of :mod:`alsresearch._quantized` for up to 8 users at once,
+   else the gemm path) and the gemm path of the base class (one float32 matrix product and the
+   shared top-k kernel), with the share of measured users on which the screen and the gemm
+   path return the same top-10;
 2. over HTTP (``alsresearch serve`` in a subprocess, httpx clients in threads): p50/p99 latency
    and requests per second for single users and for batches of 100 users, with several
    concurrent clients, in bounded loops.
@@ -36,6 +40,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serve_helpers
 
 from alsresearch.als import ALSModel
+from alsresearch.base import Recommender
 from alsresearch.baselines import PopularityModel
 from alsresearch.data import Interactions
 from alsresearch.export import artefact_paths
@@ -82,40 +87,65 @@ def timed(fn, calls) -> np.ndarray:
     return out
 
 
+class PlainALS:
+    """``recommend`` / ``recommend_batch`` of ``model`` through the base class's gemm path."""
+
+    def __init__(self, model: ALSModel) -> None:
+        self.model = model
+
+    def recommend(self, user, n):
+        rows = self.model.user_index([user])
+        idx, val = Recommender.topk_rows(self.model, rows, n)
+        return self.model._to_external(idx[0], val[0])
+
+    def recommend_batch(self, users, n):
+        rows = self.model.user_index(list(users))
+        idx, val = Recommender.topk_rows(self.model, rows, n)
+        return [self.model._to_external(i, v) for i, v in zip(idx, val, strict=True)]
+
+
+WHO = ("ours", "plain", "implicit")
+
+
 def in_process(model, data, users: np.ndarray, repeats: int, batch: int, threads: int) -> dict:
     other = implicit_model(model, threads)
+    plain = PlainALS(model)
     user_items = data.matrix.astype(np.float32).tocsr()
-
-    def ours_single(u):
-        return model.recommend(int(u), n=10)
-
-    def theirs_single(u):
-        return other.recommend(int(u), user_items[int(u)], N=10)
-
     rows = users[:batch]
-
-    def ours_batch(_):
-        return model.recommend_batch(rows, n=10)
-
-    def theirs_batch(_):
-        return other.recommend(rows, user_items[rows], N=10)
-
-    for fn in (ours_single, theirs_single):  # warm-up (numba, BLAS)
+    single_fns = {
+        "ours": lambda u: model.recommend(int(u), n=10),
+        "plain": lambda u: plain.recommend(int(u), n=10),
+        "implicit": lambda u: other.recommend(int(u), user_items[int(u)], N=10),
+    }
+    batch_fns = {
+        "ours": lambda _: model.recommend_batch(rows, n=10),
+        "plain": lambda _: plain.recommend_batch(rows, n=10),
+        "implicit": lambda _: other.recommend(rows, user_items[rows], N=10),
+    }
+    for fn in single_fns.values():  # warm-up (numba, BLAS)
         timed(fn, users[:20])
     same = 0
     for u in users[:200]:
-        a = ours_single(u)[0]
-        b = theirs_single(u)[0]
+        a = single_fns["ours"](u)[0]
+        b = single_fns["implicit"](u)[0]
         same += int(np.array_equal(a, b))
-    single = {"ours": [], "implicit": []}
-    batches = {"ours": [], "implicit": []}
-    for _ in range(repeats):  # alternate, so both see the same machine load
-        single["ours"].append(timed(ours_single, users))
-        single["implicit"].append(timed(theirs_single, users))
-        batches["ours"].append(timed(ours_batch, [0])[0])
-        batches["implicit"].append(timed(theirs_batch, [0])[0])
-    result = {"agree": same / min(200, len(users))}
-    for who in ("ours", "implicit"):
+    # every measured user (singles and the batch): the screen's top-10 against the plain path's
+    measured = np.unique(np.concatenate([users, rows]))
+    screen_idx = np.concatenate([model.topk_rows([u], 10)[0] for u in measured])
+    plain_idx = Recommender.topk_rows(model, measured, 10)[0]
+    screen_same = float((screen_idx == plain_idx).all(axis=1).mean())
+    single = {who: [] for who in WHO}
+    batches = {who: [] for who in WHO}
+    for _ in range(repeats):  # alternate, so all see the same machine load
+        for who in WHO:
+            single[who].append(timed(single_fns[who], users))
+            batches[who].append(timed(batch_fns[who], [0])[0])
+    result = {
+        "agree": same / min(200, len(users)),
+        "screen_agree": screen_same,
+        "measured": len(measured),
+    }
+    for who in WHO:
         runs = single[who]
         result[who] = {
             "single_median_us": statistics.median(np.median(r) for r in runs) * 1e6,
@@ -226,19 +256,26 @@ def main() -> None:
         with threadpool_limits(limits=threads or None, user_api="blas"):
             res = in_process(model, data, users, args.repeats, args.batch, threads)
         numba.set_num_threads(all_cores)
-        ours, theirs = res["ours"], res["implicit"]
+        ours, plain, theirs = res["ours"], res["plain"], res["implicit"]
         print(
             f"\nin process, exact top-10, seen items excluded; BLAS and kernel threads: {label} "
             f"(median of {args.repeats} runs)"
         )
-        print(f"{'':28}{'alsresearch':>14}{'implicit':>12}{'ratio':>9}")
+        print(f"{'':28}{'ALSModel':>10}{'gemm path':>11}{'implicit':>10}{'ALSModel/implicit':>19}")
         for key, name in (
             ("single_median_us", "single user median (us)"),
             ("single_p99_us", "single user p99 (us)"),
             ("batch_ms", f"batch of {args.batch} users (ms)"),
         ):
-            print(f"{name:28}{ours[key]:14.0f}{theirs[key]:12.0f}{ours[key] / theirs[key]:9.2f}")
-        print(f"same top-10 items as implicit for {100 * res['agree']:.0f}% of 200 users")
+            print(
+                f"{name:28}{ours[key]:10.0f}{plain[key]:11.0f}{theirs[key]:10.0f}"
+                f"{ours[key] / theirs[key]:19.2f}"
+            )
+        print(f"ALSModel: same top-10 items as implicit for {100 * res['agree']:.0f}% of 200 users")
+        print(
+            f"int8 screen: same top-10 items as the gemm path for "
+            f"{100 * res['screen_agree']:.1f}% of {res['measured']} measured users"
+        )
     print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
     if args.skip_http:
