@@ -287,17 +287,22 @@ def _notebook_parameters(notebook: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(notebook)))
 
 
+def read_yaml(path: Path, what: str):
+    """The parsed content of a YAML file; a missing file or bad YAML is an error naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+
+
 def load_experiment(path: str | Path, overrides: dict | None = None) -> Experiment:
     """Read and check an experiment file: notebooks exist, parameters exist in each notebook's
     ``parameters`` cell, references name earlier single-run steps. ``overrides`` (e.g. from
     ``--set``) replace the value of a parameter in every run whose notebook has it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    spec = read_yaml(path, "experiment file")
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: expected a mapping with 'steps', got {type(spec).__name__}")
     unknown = sorted(set(spec) - {"name", "description", "summary", "steps"})

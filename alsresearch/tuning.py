@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from alsresearch import paths, provenance
 from alsresearch.data import Interactions
@@ -217,14 +216,10 @@ class SearchSpace:
     @classmethod
     def load(cls, path: str | Path | None = None) -> SearchSpace:
         """Read a search space YAML file (the shipped one when ``path`` is None)."""
+        from alsresearch.experiments import read_yaml
+
         path = Path(path) if path is not None else DEFAULT_SPACE
-        if not path.is_file():
-            raise FileNotFoundError(f"search space file not found: {path}")
-        try:
-            spec = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-        return cls.from_dict(spec, source=str(path))
+        return cls.from_dict(read_yaml(path, "search space file"), source=str(path))
 
     @property
     def metric(self) -> str:
