@@ -25,12 +25,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from numba import njit
 
-from alsresearch.topk import _sift_down
+from alsresearch.topk import _heap_sort, _sift_down
 
 __all__ = ["QuantizedItems", "approx_scores", "quantize", "topk_quantized"]
 
@@ -229,12 +228,7 @@ def _user_topk(
             _sift_down(hv, hi, 0, size)
     if size < k:
         _heapify(hv, hi, size)
-    end = size
-    while end > 1:  # heap sort, best first
-        end -= 1
-        hv[0], hv[end] = hv[end], hv[0]
-        hi[0], hi[end] = hi[end], hi[0]
-        _sift_down(hv, hi, 0, end)
+    _heap_sort(hv, hi, size)
     for j in range(size):
         out_idx[j] = hi[j]
         out_val[j] = np.float32(hv[j])
@@ -282,36 +276,6 @@ def _topk_one(
     return n_cand
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _topk_many(
-    X,
-    rows,
-    exclude,
-    codes,
-    scale,
-    slack,
-    block_slack,
-    factors,
-    indptr,
-    indices,
-    k,
-    parts,
-    out_idx,
-    out_val,
-):
-    # users split into `parts` contiguous parts, one scratch per part
-    b = len(rows)
-    counts = np.zeros(parts, dtype=np.int64)
-    for p in prange(parts):
-        lo = p * b // parts
-        hi_ = (p + 1) * b // parts
-        counts[p] = _topk_one(
-            X, rows[lo:hi_], exclude, codes, scale, slack, block_slack, factors, indptr, indices, k,
-            out_idx[lo:hi_], out_val[lo:hi_],
-        )  # fmt: skip
-    return counts.sum()
-
-
 def approx_scores(index: QuantizedItems, x: np.ndarray) -> np.ndarray:
     """The screen scores ``a_i`` of one user vector ``x`` for every item (float32), as the
     top-k kernel computes them; ``|x . y_i - a_i| <= ||x|| slack_i``."""
@@ -327,12 +291,11 @@ def topk_quantized(
     rows: np.ndarray,
     k: int,
     seen: sp.csr_matrix | None = None,
-    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` items of users ``rows`` (rows of ``user_factors``), best first, with
     row ``rows[r]`` of ``seen`` excluded when ``seen`` is given; ``(idx, scores)`` of shape
-    ``(len(rows), k)``, -1 / -inf padding. ``threads`` parts of the batch run in parallel
-    (default: numba's thread count; one row always runs on the calling thread)."""
+    ``(len(rows), k)``, -1 / -inf padding. Runs on the calling thread: it serves small batches
+    (a single request); larger ones are faster through one matrix product and the shared top-k."""
     factors = index.factors
     n_items = len(factors)
     rows = np.asarray(rows, dtype=np.int64)
@@ -355,9 +318,5 @@ def topk_quantized(
     out_val = np.empty((len(rows), k), dtype=np.float32)
     args = (X, rows, exclude, index.codes, index.scale, index.slack, index.block_slack, factors)
     args += (indptr, indices, k)
-    parts = min(len(rows), threads or numba.get_num_threads())
-    if parts <= 1:
-        _topk_one(*args, out_idx, out_val)
-    else:
-        _topk_many(*args, parts, out_idx, out_val)
+    _topk_one(*args, out_idx, out_val)
     return out_idx, out_val

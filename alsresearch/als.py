@@ -45,7 +45,7 @@ _SCREEN_MAX_N = 1000
 #: 100k-item, 64-factor benchmark model (benchmarks/bench_serve.py, 2 busy cores, one thread):
 #: the screen costs ~0.6 ms a user, one float32 matrix product and the top-k kernel ~1.7 ms for
 #: one user but ~0.3 ms a user from 16 users on (gemm reuses each item row across users), so
-#: the two cross near 16 users; the screen's parallel version lost to gemm from 4 users on.
+#: the two cross near 16 users (a parallel version of the screen lost to gemm from 4 users on).
 _SCREEN_MAX_ROWS = 8
 
 Solver = Literal["cholesky", "cg"]
@@ -390,7 +390,7 @@ class ALSModel(Recommender):
         if screen is None or screen.factors is not self.item_factors:
             screen = self._screen = _quantized.quantize(self.item_factors)
         seen = self.seen if exclude_seen else None
-        return _quantized.topk_quantized(screen, self.user_factors, rows, n, seen, threads=1)
+        return _quantized.topk_quantized(screen, self.user_factors, rows, n, seen)
 
     def fold_in(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Factors of a user with counts ``weights`` on items ``item_idx`` (internal indices),

@@ -39,6 +39,17 @@ def _sift_down(hv, hi, pos, size):
             break
 
 
+@njit(inline="always")
+def _heap_sort(hv, hi, size):
+    """Sort a min-heap of ``size`` entries in place, best first (pop the worst to the end)."""
+    end = size
+    while end > 1:
+        end -= 1
+        hv[0], hv[end] = hv[end], hv[0]
+        hi[0], hi[end] = hi[end], hi[0]
+        _sift_down(hv, hi, 0, end)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
     b, n = scores.shape
@@ -80,13 +91,7 @@ def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
                 _sift_down(hv, hi, 0, size)
                 threshold = hv[0]
             j += 1
-        # heap sort: pop the worst to the end, leaving best-first order
-        end = size
-        while end > 1:
-            end -= 1
-            hv[0], hv[end] = hv[end], hv[0]
-            hi[0], hi[end] = hi[end], hi[0]
-            _sift_down(hv, hi, 0, end)
+        _heap_sort(hv, hi, size)
         for j in range(size, k):
             hv[j] = -np.inf
             hi[j] = -1

@@ -117,7 +117,7 @@ def test_batch_equals_singles(factors, seen):
     X, Y = factors
     index = quantize(Y)
     rows = np.array([4, 0, 4, 39, 5, 3, 17])  # duplicates allowed
-    batch = topk_quantized(index, X, rows, 10, seen, threads=2)
+    batch = topk_quantized(index, X, rows, 10, seen)
     for r, u in enumerate(rows):
         one = topk_quantized(index, X, [u], 10, seen)
         np.testing.assert_array_equal(batch[0][r], one[0][0])
