@@ -128,7 +128,6 @@ class Recommender:
         seen.data = np.ones_like(seen.data, dtype=np.float32)
         self.seen = sp.csr_matrix(seen, dtype=np.float32)
         self._lookup = Interactions(self.seen, self.user_ids, self.item_ids)
-        self._user_rows: dict | None = None  # built by _user_row on first use
 
     @property
     def is_fitted(self) -> bool:
@@ -151,22 +150,6 @@ class Recommender:
     def user_index(self, users, missing="raise") -> np.ndarray:
         self._check_fitted()
         return self._lookup.user_index(users, missing=missing)
-
-    def _user_row(self, user) -> np.ndarray:
-        """``user_index([user])`` for one id. A plain ``int`` id of integer user ids or ``str``
-        id of string user ids is looked up in a dict (pandas' indexer costs ~50 us a call, a
-        twentieth of a single-user top-10); any other id, or an unknown one, goes through
-        ``user_index``, so results and errors are the same."""
-        self._check_fitted()
-        kind = self.user_ids.dtype.kind
-        if (type(user) is int and kind in "iu") or (type(user) is str and kind in "OU"):
-            rows = self._user_rows
-            if rows is None:
-                rows = self._user_rows = {u: r for r, u in enumerate(self.user_ids.tolist())}
-            row = rows.get(user)
-            if row is not None:
-                return np.array([row], dtype=np.int64)
-        return self.user_index([user])
 
     def item_index(self, items, missing="raise") -> np.ndarray:
         self._check_fitted()
@@ -205,7 +188,7 @@ class Recommender:
         self, user, n: int = 10, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` (item ids, scores) for a known user, best first; raises UnknownIdError."""
-        row = self._user_row(user)
+        row = self.user_index([user])
         idx, val = self.topk_rows(row, n, exclude_seen)
         return self._to_external(idx[0], val[0])
 

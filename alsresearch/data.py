@@ -145,12 +145,26 @@ class Interactions:
     def _item_lookup(self) -> pd.Index:
         return pd.Index(self.item_ids)
 
+    @cached_property
+    def _user_rows(self) -> dict:
+        return {u: r for r, u in enumerate(self.user_ids.tolist())}
+
+    @cached_property
+    def _item_rows(self) -> dict:
+        return {i: r for r, i in enumerate(self.item_ids.tolist())}
+
     def user_index(self, ids, missing: Literal["raise", "ignore"] = "raise") -> np.ndarray:
         """Row numbers of external user ids; ``missing="ignore"`` gives -1 for unknown ids."""
+        one = _single_plain_id(ids, self.user_ids)
+        if one is not None and (row := self._user_rows.get(one)) is not None:
+            return np.array([row], dtype=np.int64) if isinstance(ids, list) else np.int64(row)
         return _lookup(self._user_lookup, ids, "user", missing)
 
     def item_index(self, ids, missing: Literal["raise", "ignore"] = "raise") -> np.ndarray:
         """Column numbers of external item ids; ``missing="ignore"`` gives -1 for unknown ids."""
+        one = _single_plain_id(ids, self.item_ids)
+        if one is not None and (row := self._item_rows.get(one)) is not None:
+            return np.array([row], dtype=np.int64) if isinstance(ids, list) else np.int64(row)
         return _lookup(self._item_lookup, ids, "item", missing)
 
     def same_id_space(self, other: Interactions) -> bool:
@@ -363,6 +377,17 @@ def _parse_timestamps(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     epoch = pd.Timestamp(0, tz="UTC")
     seconds = ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=0)
     return seconds.astype(np.int64), bad
+
+
+def _single_plain_id(ids, known: np.ndarray):
+    """The id when ``ids`` is one plain ``int`` (int ids) or ``str`` (string ids), alone or as a
+    one-element list: the single-request case, answered from a dict (pandas' indexer costs
+    ~50 us a call). Anything else, and unknown ids, take the general path with its errors."""
+    one = ids[0] if isinstance(ids, list) and len(ids) == 1 else ids
+    kind = known.dtype.kind
+    if (type(one) is int and kind in "iu") or (type(one) is str and kind in "OU"):
+        return one
+    return None
 
 
 def _lookup(index: pd.Index, ids, kind: str, missing: str) -> np.ndarray:

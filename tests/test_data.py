@@ -182,3 +182,20 @@ def test_to_frame_round_trips(events):
         frame, "user_id", "item_id", weight_col="count", timestamp_col="timestamp"
     )
     assert again.fingerprint() == data.fingerprint()
+
+
+@pytest.mark.parametrize("ids", [np.array([10, 20, 30, 40]), np.array(["a", "b", "c", "d"])])
+def test_single_id_lookup_agrees_with_pandas(ids):
+    # one plain int / str id is answered from a dict; pandas' indexer is the reference
+    data = Interactions(sp.csr_matrix(np.ones((4, 2))), user_ids=ids, item_ids=ids[:2])
+    reference = pd.Index(ids)
+    for user in [*ids.tolist(), *ids, True, 20.0, "b", 10, "zz", 99, np.int64(30)]:
+        want = reference.get_indexer(pd.Index([user], dtype=object))[0]
+        if want < 0:
+            with pytest.raises(UnknownIdError):
+                data.user_index([user])
+            assert data.user_index([user], missing="ignore").tolist() == [-1]
+        else:
+            assert data.user_index([user]).tolist() == [want]
+            assert int(data.user_index(user)) == want
+    assert data.item_index([ids[1].item()]).tolist() == [1]

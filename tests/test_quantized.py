@@ -12,7 +12,6 @@ from alsresearch import als
 from alsresearch._quantized import approx_scores, quantize, topk_quantized
 from alsresearch.als import ALSModel
 from alsresearch.base import Recommender
-from alsresearch.data import Interactions
 from alsresearch.datasets import load_default
 
 REL = 1e-5  # two items may swap only when their float64 scores are this close (relative)
@@ -250,25 +249,3 @@ def test_als_large_batches_take_the_plain_path(movielens_model):
     assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, model.seen)
     model.topk_rows(rows[:1], 10)
     assert model._screen is not None
-
-
-@pytest.mark.parametrize("ids", [np.array([10, 20, 30, 40]), np.array(["a", "b", "c", "d"])])
-def test_single_user_lookup_matches_user_index(ids, rng):
-    # recommend() looks one plain int / str id up in a dict; every id must give the row (or the
-    # error) that user_index gives
-    m = sp.csr_matrix(rng.integers(0, 3, size=(4, 30)).astype(float))
-    m[:, 0] = 1.0
-    model = ALSModel(factors=4, iterations=2, random_state=0).fit(
-        Interactions(m, ids, np.arange(30))
-    )
-    for user in [*ids.tolist(), *ids, True, 20.0, "b", 10, "zz", 99]:
-        try:
-            expected = model.user_index([user])
-        except KeyError as exc:  # UnknownIdError
-            with pytest.raises(type(exc)):
-                model.recommend(user)
-            continue
-        got = model.recommend(user, n=5)
-        idx, val = model.topk_rows(expected, 5)
-        np.testing.assert_array_equal(got[0], model.item_ids[idx[0][idx[0] >= 0]])
-        np.testing.assert_array_equal(got[1], val[0][idx[0] >= 0])
