@@ -77,8 +77,7 @@ class RecommendationService:
         n = min(MAX_N, fallback.n_items)
         idx, val = fallback.topk_rows(np.zeros(1, dtype=np.int64), n, exclude_seen=False)
         keep = idx[0] >= 0
-        self._popular_ids = fallback.item_ids[idx[0][keep]].tolist()
-        self._popular_scores = val[0][keep].astype(np.float64).tolist()
+        self._popular_recs = _recommendations(fallback.item_ids[idx[0][keep]], val[0][keep])
 
     @classmethod
     def load(cls, model_path: str | FilePath) -> "RecommendationService":
@@ -131,17 +130,12 @@ class RecommendationService:
 
     # ------------------------------------------------------------------ answers
     def _popular(self, n: int) -> list[dict[str, Any]]:
-        return [
-            {"item_id": i, "score": s}
-            for i, s in zip(self._popular_ids[:n], self._popular_scores[:n], strict=True)
-        ]
+        return self._popular_recs[:n]
 
-    def _answer(self, user, items: list, scores: list, source: str) -> dict[str, Any]:
+    def _answer(self, user, recommendations: list[dict[str, Any]], source: str) -> dict[str, Any]:
         return {
             "user_id": user,
-            "recommendations": [
-                {"item_id": i, "score": s} for i, s in zip(items, scores, strict=True)
-            ],
+            "recommendations": recommendations,
             "model": self.name,
             "source": source,
         }
@@ -160,21 +154,12 @@ class RecommendationService:
             item_ids = self.model.item_ids
             for pos, i, v in zip(known.tolist(), idx, val, strict=True):
                 keep = i >= 0
-                out[pos] = self._answer(
-                    users[pos],
-                    item_ids[i[keep]].tolist(),
-                    np.nan_to_num(v[keep].astype(np.float64)).tolist(),
-                    "als",
-                )
+                recs = _recommendations(item_ids[i[keep]], v[keep])
+                out[pos] = self._answer(users[pos], recs, "als")
         if known.size < len(users):
             popular = self._popular(n)
             for pos in np.flatnonzero(rows < 0).tolist():
-                out[pos] = {
-                    "user_id": users[pos],
-                    "recommendations": popular,
-                    "model": self.name,
-                    "source": "popularity",
-                }
+                out[pos] = self._answer(users[pos], popular, "popularity")
         return out  # type: ignore[return-value]
 
     def for_history(self, items: list, n: int = DEFAULT_N) -> dict[str, Any]:
@@ -194,11 +179,7 @@ class RecommendationService:
             except FloatingPointError:  # a fold-in system too ill-conditioned to solve
                 ids, scores = self.fallback.recommend_for_history(known, n=n)
                 source = "popularity"
-            scores = np.nan_to_num(scores.astype(np.float64))
-            recs = [
-                {"item_id": i, "score": s}
-                for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
-            ]
+            recs = _recommendations(ids, scores)
         return {
             "recommendations": recs,
             "model": self.name,
@@ -217,6 +198,14 @@ class RecommendationService:
 
 
 # ---------------------------------------------------------------------- the web app
+def _recommendations(items, scores) -> list[dict[str, Any]]:
+    """``[{"item_id": ..., "score": ...}]`` with plain Python ids and float scores (JSON has no
+    NaN: a NaN score, which finite factors never give, is written as 0)."""
+    items = np.asarray(items).tolist()
+    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64)).tolist()
+    return [{"item_id": i, "score": s} for i, s in zip(items, scores, strict=True)]
+
+
 def _id_types(ids: np.ndarray, what: str):
     """(JSON body type, path type) for ids of the kind the model was trained with."""
     from annotated_types import Ge, Le
