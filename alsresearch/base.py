@@ -42,6 +42,7 @@ __all__ = [
     "Recommender",
     "UnknownIdError",
     "load_model",
+    "model_class",
     "validate_n",
 ]
 
@@ -264,6 +265,12 @@ class Recommender:
         return model
 
 
+def model_class(model_type: str) -> type[Recommender]:
+    """The class registered for ``model_type`` in :data:`MODEL_TYPES` (imported on demand)."""
+    module_name, cls_name = MODEL_TYPES[model_type].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
 def load_model(path: str | Path) -> Recommender:
     """Load any model saved by :meth:`Recommender.save`.
 
@@ -308,8 +315,7 @@ def load_model(path: str | Path) -> Recommender:
         raise ModelFileError(
             f"{path}: unknown model type {model_type!r} (known: {sorted(MODEL_TYPES)})"
         )
-    module_name, cls_name = MODEL_TYPES[model_type].split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
+    cls = model_class(model_type)
     try:
         model = cls(**config)
         n_users, n_items = len(data["user_ids"]), len(data["item_ids"])

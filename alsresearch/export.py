@@ -181,7 +181,7 @@ def _fit_and_evaluate(model, train: Interactions, test: Interactions, k: int) ->
 
 def _model_from_card(card: dict[str, Any], card_path: Path):
     """An unfitted model with the parameters the card records."""
-    from alsresearch.base import MODEL_TYPES
+    from alsresearch.base import MODEL_TYPES, model_class
 
     model_type = card.get("model_type")
     params = card.get("params")
@@ -189,12 +189,8 @@ def _model_from_card(card: dict[str, Any], card_path: Path):
         raise ValueError(
             f"{card_path}: the current model card lacks a known model_type and a params object"
         )
-    import importlib
-
-    module_name, cls_name = MODEL_TYPES[model_type].split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
     try:
-        return cls(**params)
+        return model_class(model_type)(**params)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{card_path}: the current model's params are not usable: {exc}") from exc
 
