@@ -137,6 +137,9 @@ class PromotionResult:
     popularity_path: Path | None = None
     archived: list[Path] = field(default_factory=list)
     card: dict[str, Any] | None = None
+    evaluations: dict[str, Any] = field(default_factory=dict)
+    """The gate's full :class:`~alsresearch.evaluate.EvaluationResult` per model ("als",
+    "popularity"): per-user figures and the breakdown by history length, on the gate's split."""
 
 
 # ---------------------------------------------------------------------- parameters
@@ -167,16 +170,18 @@ def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- the gate
-def _fit_and_evaluate(model, train: Interactions, test: Interactions, k: int) -> dict[str, float]:
+def _fit_and_evaluate(model, train: Interactions, test: Interactions, k: int):
+    """(card metrics, the full EvaluationResult) of ``model`` fitted on ``train``."""
     from alsresearch.evaluate import evaluate
 
     model.fit(train)
     result = evaluate(model, train, test, k=k)
     # NaN (a metric with nothing to average) becomes null: the card is strict JSON
-    return {
+    metrics = {
         name: float(value) if math.isfinite(value) else None
         for name, value in result.metrics.items()
     }
+    return metrics, result
 
 
 def _model_from_card(card: dict[str, Any], card_path: Path):
@@ -259,16 +264,17 @@ def promote(
     started = time.perf_counter()
     train, test = random_holdout(data, test_fraction=test_fraction, seed=split_seed)
     candidate = ALSModel(**config)
-    metrics = _fit_and_evaluate(candidate, train, test, k)
+    metrics, candidate_result = _fit_and_evaluate(candidate, train, test, k)
     config = candidate._config()  # complete, normalised (e.g. dtype as a name)
-    baseline = _fit_and_evaluate(PopularityModel(), train, test, k)
+    baseline, baseline_result = _fit_and_evaluate(PopularityModel(), train, test, k)
+    evaluations = {"als": candidate_result, "popularity": baseline_result}
 
     previous_metrics = None
     if previous is not None:
         if previous.get("model_type") == candidate.model_type and previous.get("params") == config:
             previous_metrics = dict(metrics)  # same parameters, same split: same figures
         else:
-            previous_metrics = _fit_and_evaluate(
+            previous_metrics, _ = _fit_and_evaluate(
                 _model_from_card(previous, target.card), train, test, k
             )
 
@@ -289,7 +295,9 @@ def promote(
     }
     if losses and not force:
         reason = "not promoted: " + "; ".join(losses + notes)
-        return PromotionResult(False, reason, metrics, baseline, previous_metrics)
+        return PromotionResult(
+            False, reason, metrics, baseline, previous_metrics, evaluations=evaluations
+        )
     if losses:
         reason = "promoted by force although " + "; ".join(losses + notes)
     else:
@@ -344,6 +352,7 @@ def promote(
         popularity_path=target.popularity,
         archived=archived,
         card=card,
+        evaluations=evaluations,
     )
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from alsresearch import export, load_model, paths
@@ -151,6 +152,10 @@ def test_card_records_what_was_measured_and_what_is_served(promoted_good, moviel
     train, test = random_holdout(movielens, 0.2, 42)
     measured = evaluate(ALSModel(**card["params"]).fit(train), train, test, k=10)
     assert card["metrics"]["ndcg@10"] == pytest.approx(measured.metrics["ndcg@10"], rel=1e-9)
+    # the gate's own evaluation (per user, by history length) is that same measurement
+    pd.testing.assert_frame_equal(
+        result.evaluations["als"].by_history(), measured.by_history(), rtol=1e-9
+    )
     # provenance: the commit of the code that ran (HEAD then, so HEAD or one of its ancestors
     # now: other work may be committed while the tests run)
     commit = card["environment"]["git"]["commit"]
