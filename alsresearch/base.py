@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -31,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from alsresearch.data import Interactions
+from alsresearch.files import atomic_write
 from alsresearch.topk import topk
 
 __all__ = [
@@ -242,18 +241,7 @@ class Recommender:
         }
         for key, value in self._state().items():
             arrays[f"state_{key}"] = np.asarray(value)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a saved model is an ordinary file
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
         return path
 
     @classmethod

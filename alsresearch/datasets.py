@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import re
 import shutil
 import sys
 import tarfile
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -36,6 +34,7 @@ import scipy.sparse as sp
 
 from alsresearch import paths
 from alsresearch.data import Interactions
+from alsresearch.files import atomic_write, file_digest
 
 __all__ = [
     "REGISTRY",
@@ -805,30 +804,9 @@ REGISTRY: dict[str, RemoteDataset] = {
 default_cache_dir = paths.cache_dir
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check(path: Path, expected: str | None, what: str) -> None:
-    if expected is not None and (got := _md5(path)) != expected.lower():
+    if expected is not None and (got := file_digest(path, "md5")) != expected.lower():
         raise ChecksumError(f"{what}: md5 {got} does not match the published md5 {expected}")
-
-
-def _atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file in the same directory, renamed into place when done."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def download(
@@ -949,7 +927,7 @@ def _fetch(source: str, archive: Path, spec: RemoteDataset, timeout: float) -> N
                 f"not the published md5 {spec.md5} ({spec.checksum_source}); nothing was cached"
             )
 
-    _atomic_write(archive, write)
+    atomic_write(archive, write)
     if spec.md5 is None and spec.member_md5 is None:
         warnings.warn(
             f"{spec.name}: {spec.checksum_source or 'no published checksum'}; the download "
@@ -968,7 +946,7 @@ def _extract(archive: Path, name: str, target: Path) -> None:
                     info = z.getinfo(name)
                 except KeyError:
                     raise ValueError(f"{archive} has no member {name!r}") from None
-                _atomic_write(target, lambda f: shutil.copyfileobj(z.open(info), f))
+                atomic_write(target, lambda f: shutil.copyfileobj(z.open(info), f))
             return
         with tarfile.open(archive) as t:
             try:
@@ -977,6 +955,6 @@ def _extract(archive: Path, name: str, target: Path) -> None:
                 fileobj = None
             if fileobj is None:
                 raise ValueError(f"{archive} has no file member {name!r}")
-            _atomic_write(target, lambda f: shutil.copyfileobj(fileobj, f))
+            atomic_write(target, lambda f: shutil.copyfileobj(fileobj, f))
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
         raise ValueError(f"{archive}: not a readable zip or tar archive ({exc})") from exc

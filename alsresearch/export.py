@@ -38,7 +38,6 @@ written last. The files being replaced are first kept under ``archive/<UTC time>
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -55,6 +54,7 @@ from typing import Any
 
 from alsresearch import paths
 from alsresearch.data import Interactions, coerce_interactions
+from alsresearch.files import file_digest
 from alsresearch.provenance import environment_record, utc_now
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
     "PromotionResult",
     "archive_paths",
     "artefact_paths",
-    "file_sha256",
     "load_params",
     "promote",
     "read_card",
@@ -357,15 +356,6 @@ def promote(
 
 
 # ---------------------------------------------------------------------- writing
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file (recorded in the model card, checked by the service)."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_mode() -> int:
     """Permissions of a new file under the current umask (mkstemp would leave 0600)."""
     umask = os.umask(0)
@@ -431,7 +421,7 @@ def _write_artefact(target: ArtefactPaths, model, fallback, card: dict[str, Any]
         for obj, final in ((fallback, target.popularity), (model, target.model)):
             staged[final] = _staging(final)
             obj.save(staged[final])
-            card["files"][final.name] = {"sha256": file_sha256(staged[final])}
+            card["files"][final.name] = {"sha256": file_digest(staged[final])}
         staged[target.card] = _staging(target.card)
         staged[target.card].write_text(
             json.dumps(card, indent=2, allow_nan=False) + "\n", encoding="utf-8"

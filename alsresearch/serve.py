@@ -89,7 +89,8 @@ class RecommendationService:
         not match the files raises ModelFileError (a half-copied or mixed-up artefact).
         """
         from alsresearch.baselines import PopularityModel
-        from alsresearch.export import artefact_paths, file_sha256, read_card
+        from alsresearch.export import artefact_paths, read_card
+        from alsresearch.files import file_digest
 
         files = artefact_paths(model_path)
         model = load_model(files.model)
@@ -108,7 +109,7 @@ class RecommendationService:
                 if (
                     isinstance(entry, dict)
                     and path.exists()
-                    and entry.get("sha256") != file_sha256(path)
+                    and entry.get("sha256") != file_digest(path)
                 ):
                     raise ModelFileError(
                         f"{path}: does not match its model card {files.card.name} (sha256 "

@@ -113,3 +113,23 @@ def test_validate_n_accepts(n):
 def test_validate_n_rejects(n):
     with pytest.raises(ValueError, match="n must"):
         validate_n(n)
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    from alsresearch.files import atomic_write, file_digest
+
+    target = tmp_path / "f.bin"
+    atomic_write(target, lambda fh: fh.write(b"old"))
+
+    def broken(fh):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+    import hashlib
+
+    assert file_digest(target) == hashlib.sha256(b"old").hexdigest()
+    assert file_digest(target, "md5") == hashlib.md5(b"old").hexdigest()
