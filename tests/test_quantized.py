@@ -1,6 +1,7 @@
-"""The int8-screened exact top-k (alsresearch._quantized) and ALSModel.topk_rows, against a
-float64 NumPy ranking computed here from the factors (scores X @ Y.T, seen items excluded, ties
-to the lower item index)."""
+"""The screened exact top-k (alsresearch._quantized) and ALSModel.topk_rows, against a float64
+NumPy ranking computed here from the factors (scores X @ Y.T, seen items excluded, ties to the
+lower item index). Every kernel test runs the portable code and, where the CPU has it, the
+AVX-512 VNNI code."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from alsresearch import als
-from alsresearch._quantized import approx_scores, quantize, topk_quantized
+from alsresearch._quantized import TILE_USERS, quantize, screen_bounds, topk_quantized
+from alsresearch._simd import HAS_VNNI
 from alsresearch.als import ALSModel
 from alsresearch.base import Recommender
 from alsresearch.datasets import load_default
 
 REL = 1e-5  # two items may swap only when their float64 scores are this close (relative)
+MODES = [False, pytest.param(True, marks=pytest.mark.skipif(not HAS_VNNI, reason="no VNNI"))]
 
 
 def reference(X, Y, rows, k, seen=None):
@@ -75,22 +77,51 @@ def seen(rng, factors):
     return sp.csr_matrix(m)
 
 
+@pytest.mark.parametrize("vnni", MODES)
 @pytest.mark.parametrize("k", [1, 10, 137])
 @pytest.mark.parametrize("exclude", [True, False])
-def test_topk_matches_float64_ranking(factors, seen, k, exclude):
+def test_topk_matches_float64_ranking(factors, seen, k, exclude, vnni):
     X, Y = factors
     rows = np.arange(len(X))
     mask = seen if exclude else None
-    idx, val = topk_quantized(quantize(Y), X, rows, k, mask)
+    idx, val = topk_quantized(quantize(Y), X, rows, k, mask, vnni=vnni)
     assert_matches(idx, val, X, Y, rows, k, mask)
 
 
-def test_ties_go_to_the_lower_index(factors, seen):
+@pytest.mark.parametrize("vnni", MODES)
+def test_many_tiles_in_parallel_and_shuffled_items(rng, vnni):
+    # more users than one tile (the parallel path); factor count not a multiple of 8
+    X = rng.standard_normal((3 * TILE_USERS + 5, 37))
+    Y = rng.standard_normal((2500, 37)) * rng.lognormal(0.0, 0.7, size=(2500, 1))
+    seen = sp.random(len(X), len(Y), density=0.02, random_state=rng, format="csr")
+    seen.indices = seen.indices.copy()
+    rows = rng.integers(0, len(X), size=200)
+    idx, val = topk_quantized(quantize(Y), X, rows, 25, seen, vnni=vnni)
+    assert_matches(idx, val, X, Y, rows, 25, seen)
+
+
+@pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
+def test_vnni_and_portable_code_agree_exactly(factors, seen):
     X, Y = factors
-    idx, _ = topk_quantized(quantize(Y), X, [0], 12, seen)
+    index = quantize(Y)
+    rows = np.arange(len(X))
+    a = topk_quantized(index, X, rows, 10, seen, vnni=True)
+    b = topk_quantized(index, X, rows, 10, seen, vnni=False)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    for u in (1, 2):
+        one, other = screen_bounds(index, X[u], vnni=True), screen_bounds(index, X[u], vnni=False)
+        for key in one:
+            np.testing.assert_array_equal(one[key], other[key])
+
+
+@pytest.mark.parametrize("vnni", MODES)
+def test_ties_go_to_the_lower_index(factors, seen, vnni):
+    X, Y = factors
+    idx, _ = topk_quantized(quantize(Y), X, [0], 12, seen, vnni=vnni)
     # user 0 points at item 2000 and its copies 100..109 (104 is seen): lowest index first
     assert idx[0][:10].tolist() == [100, 101, 102, 103, 105, 106, 107, 108, 109, 2000]
-    idx, val = topk_quantized(quantize(Y), X, [5], 4, seen)  # zero user: all scores 0
+    idx, val = topk_quantized(quantize(Y), X, [5], 4, seen, vnni=vnni)  # zero user: all 0
     unseen = np.flatnonzero(seen[5].toarray()[0] == 0)
     assert idx[0].tolist() == unseen[:4].tolist()
     assert np.all(val[0] == 0)
@@ -123,37 +154,39 @@ def test_batch_equals_singles(factors, seen):
         np.testing.assert_array_equal(batch[1][r], one[1][0])
 
 
-def test_screen_bound_holds_for_every_item(factors):
+@pytest.mark.parametrize("vnni", MODES)
+def test_screen_bounds_hold_for_every_item(factors, vnni):
     X, Y = factors
     index = quantize(Y)
     exact = X.astype(np.float64) @ Y.astype(np.float64).T
     for u in range(len(X)):
-        a = approx_scores(index, X[u]).astype(np.float64)
-        bound = np.linalg.norm(X[u].astype(np.float64)) * index.slack
-        assert np.all(np.abs(a - exact[u]) <= bound), f"user {u}"
-    # the screen really is approximate, so the bound is doing work
-    assert np.abs(approx_scores(index, X[1]) - exact[1]).max() > 0
+        b = screen_bounds(index, X[u], vnni=vnni)
+        for plane in ("coarse", "fine"):
+            err = np.abs(b[plane] - exact[u])
+            assert np.all(err <= b[f"{plane}_slack"]), f"user {u}, {plane} plane"
+    # the estimates really are approximate, the fine ones tighter: the bounds do work
+    b = screen_bounds(index, X[1], vnni=vnni)
+    coarse_err = np.abs(b["coarse"] - exact[1])
+    fine_err = np.abs(b["fine"] - exact[1])
+    assert fine_err.max() > 0
+    assert np.median(fine_err) < np.median(coarse_err) / 4
+    assert np.median(b["fine_slack"]) < np.median(b["coarse_slack"]) / 4
 
 
-def test_rounding_margin_covers_float32_error_of_the_screen(rng):
-    # Items exactly representable as s_i q_i (scale a power of two, integer codes): the
-    # quantisation residual is zero, so the slack is the float32-rounding margin alone, and
-    # the screen's float32 dot products (256 terms) do round.
-    k = 256
-    q = rng.integers(-127, 128, size=(500, k))
-    q[:, 0] = 127  # max |q| = 127, so s_i = 2^e exactly
-    scale = 2.0 ** rng.integers(-8, 3, size=(500, 1))
-    Y = (q * scale).astype(np.float32)
-    index = quantize(Y)
-    np.testing.assert_array_equal(index.scale[:500], scale[:, 0])
-    X = rng.standard_normal((20, k))  # float64 users: also rounded to float32 by the screen
-    worst = 0.0
-    for x in X:
-        err = np.abs(approx_scores(index, x).astype(np.float64) - Y.astype(np.float64) @ x)
-        margin = np.linalg.norm(x) * index.slack
-        assert np.all(err <= margin)
-        worst = max(worst, (err / margin).max())
-    assert worst > 0.0  # float32 rounding happened: a zero slack would have been violated
+@pytest.mark.parametrize("vnni", MODES)
+def test_exactly_representable_items_near_ties(rng, vnni):
+    # items exactly s_i q_i (power-of-two scales, integer codes): the quantisation residual is
+    # zero, so only the rounding margins stand between the float32 filter and a wrong answer;
+    # users are float64 and many scores nearly tie
+    k = 64
+    q = rng.integers(-127, 128, size=(4000, k))
+    q[:, 0] = 127
+    Y = q * 2.0 ** rng.integers(-8, 3, size=(4000, 1))
+    Y[2000:] = Y[:2000] * (1 + 1e-9)  # near-duplicates of the first half
+    X = rng.standard_normal((20, k))
+    rows = np.arange(20)
+    idx, val = topk_quantized(quantize(Y), X, rows, 30, vnni=vnni)
+    assert_matches(idx, val, X, Y, rows, 30)
 
 
 def test_bad_input(factors):
@@ -168,12 +201,6 @@ def test_bad_input(factors):
 
 
 # ---------------------------------------------------------------------------- ALSModel hook
-@pytest.fixture
-def screen_every_batch(monkeypatch):
-    """ALSModel screens batches of at most als._SCREEN_MAX_ROWS users; here every batch."""
-    monkeypatch.setattr(als, "_SCREEN_MAX_ROWS", 10**9)
-
-
 @pytest.fixture(scope="module")
 def movielens_model():
     data = load_default()
@@ -186,7 +213,7 @@ def plain_topk_rows(model, rows, n, exclude_seen=True):
 
 
 @pytest.mark.parametrize("n", [10, 100])
-def test_als_topk_rows_on_movielens(movielens_model, n, screen_every_batch):
+def test_als_topk_rows_on_movielens(movielens_model, n):
     model, data = movielens_model
     rows = np.arange(model.n_users)
     idx, val = model.topk_rows(rows, n)
@@ -194,7 +221,7 @@ def test_als_topk_rows_on_movielens(movielens_model, n, screen_every_batch):
     plain_idx, plain_val = plain_topk_rows(model, rows, n)
     np.testing.assert_allclose(val, plain_val, rtol=1e-5, atol=1e-6)
     assert (idx == plain_idx).all(axis=1).mean() > 0.99  # swaps only on float32 near-ties
-    ids, scores = model.recommend(data.user_ids[7], n=n)  # one user: screened by default
+    ids, scores = model.recommend(data.user_ids[7], n=n)
     np.testing.assert_array_equal(ids, data.item_ids[idx[7]])
     np.testing.assert_array_equal(scores, val[7])
 
@@ -206,7 +233,7 @@ def test_als_long_lists_take_the_plain_path(movielens_model):
     assert_matches(idx, val, model.user_factors, model.item_factors, rows, 1500)
 
 
-def test_recommendations_follow_refit_and_mid_fit_factors(screen_every_batch):
+def test_recommendations_follow_refit_and_mid_fit_factors():
     data = load_default()
     model = ALSModel(factors=8, iterations=3, random_state=1)
     rows = np.arange(0, data.n_users, 7)
@@ -227,7 +254,7 @@ def test_recommendations_follow_refit_and_mid_fit_factors(screen_every_batch):
     assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, model.seen)
 
 
-def test_loaded_model_uses_its_own_factors(tmp_path, screen_every_batch):
+def test_loaded_model_uses_its_own_factors(tmp_path):
     data = load_default()
     a = ALSModel(factors=8, iterations=2, random_state=2).fit(data)
     b = ALSModel(factors=8, iterations=2, random_state=3).fit(data)
@@ -240,12 +267,14 @@ def test_loaded_model_uses_its_own_factors(tmp_path, screen_every_batch):
     np.testing.assert_array_equal(loaded.topk_rows(rows, 10)[0], a.topk_rows(rows, 10)[0])
 
 
-def test_als_large_batches_take_the_plain_path(movielens_model):
+def test_als_topk_rows_with_another_exclusion_matrix(movielens_model, rng):
+    # the evaluator passes the train split: those items are excluded, not the model's own
     model, _ = movielens_model
-    model._screen = None
-    rows = np.arange(als._SCREEN_MAX_ROWS + 1)
-    idx, val = model.topk_rows(rows, 10)
-    assert model._screen is None  # not built: the gemm path answered
-    assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, model.seen)
-    model.topk_rows(rows[:1], 10)
-    assert model._screen is not None
+    other = sp.random(model.n_users, model.n_items, density=0.03, random_state=rng, format="csr")
+    rows = np.arange(0, model.n_users, 3)
+    idx, val = model.topk_rows(rows, 10, exclude=other)
+    assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, other)
+    plain = Recommender.topk_rows(model, rows, 10, exclude=other)
+    assert (idx == plain[0]).all(axis=1).mean() > 0.99
+    with pytest.raises(ValueError, match="exclude has shape"):
+        model.topk_rows(rows, 10, exclude=other[:, :-1])
