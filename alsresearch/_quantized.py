@@ -45,6 +45,7 @@ from alsresearch._simd import (
     HAS_VNNI,
     PORTABLE,
     VNNI,
+    add,
     dot_nibbles,
     times,
     upper_bound_mask,
@@ -206,6 +207,27 @@ def _quantize_user(x, xq):
 
 
 @njit(inline="always")
+def _plane_dots(acc, codes, base, xq, loads, mode):
+    """``acc`` plus the 16 dot products of block ``codes[base:]`` with the packed user codes
+    ``xq``, in four independent accumulators: one chain of dependent ``vpdpbusd`` would wait
+    on the instruction's latency (~5 cycles) 16 times a block."""
+    a1 = zeros()
+    a2 = zeros()
+    a3 = zeros()
+    g = 0
+    while g + 4 <= loads:
+        acc = dot_nibbles(acc, codes, base + 64 * g, xq[g], xq[g + loads], mode)
+        a1 = dot_nibbles(a1, codes, base + 64 * (g + 1), xq[g + 1], xq[g + 1 + loads], mode)
+        a2 = dot_nibbles(a2, codes, base + 64 * (g + 2), xq[g + 2], xq[g + 2 + loads], mode)
+        a3 = dot_nibbles(a3, codes, base + 64 * (g + 3), xq[g + 3], xq[g + 3 + loads], mode)
+        g += 4
+    while g < loads:
+        acc = dot_nibbles(acc, codes, base + 64 * g, xq[g], xq[g + loads], mode)
+        g += 1
+    return add(add(acc, a1), add(a2, a3))
+
+
+@njit(inline="always")
 def _is_excluded(indices, lo, hi, item):
     """``item`` is among the sorted ``indices[lo:hi]`` (binary search)."""
     end = hi
@@ -311,9 +333,7 @@ def _screen_tile(
                     break
                 base = b * loads * 64
                 pos = b * BLOCK
-                acc = zeros()
-                for g in range(loads):
-                    acc = dot_nibbles(acc, coarse, base + 64 * g, xq[r, g], xq[r, g + loads], mode)
+                acc = _plane_dots(zeros(), coarse, base, xq[r], loads, mode)
                 # coarse test: 32 p.h - 241 sum(p), scaled by t / 2, slack ||x|| w_i
                 mask = upper_bound_mask(
                     acc, 32, 241 * sum_p[r], half_t[r], scale, coarse_slack32, coarse_slack32,
@@ -321,9 +341,7 @@ def _screen_tile(
                 )  # fmt: skip
                 if mask == 0:
                     continue
-                acc = times(acc, 16)
-                for g in range(loads):
-                    acc = dot_nibbles(acc, fine, base + 64 * g, xq[r, g], xq[r, g + loads], mode)
+                acc = _plane_dots(times(acc, 16), fine, base, xq[r], loads, mode)
                 # fine test: p.q = 16 p.h + p.l - 128 sum(p), scaled by t
                 mask = upper_bound_mask(
                     acc, 1, 128 * sum_p[r], tq[r], scale, r32, m32, pos, nx32[r], ne32[r],
@@ -420,15 +438,11 @@ def _all_estimates(x, coarse, fine, loads, scale, mode, out_coarse, out_fine):
     for b in range(len(coarse) // (loads * 64)):
         base = b * loads * 64
         pos = b * BLOCK
-        acc = zeros()
-        for g in range(loads):
-            acc = dot_nibbles(acc, coarse, base + 64 * g, xq[g], xq[g + loads], mode)
+        acc = _plane_dots(zeros(), coarse, base, xq, loads, mode)
         upper_bound_mask(acc, 32, 241 * total, t, scale, ones, ones, pos, zero, zero, low, dots)
         for lane in range(BLOCK):
             out_coarse[pos + lane] = np.float64(t) / 2 * np.float64(scale[pos + lane]) * dots[lane]
-        acc = times(acc, 16)
-        for g in range(loads):
-            acc = dot_nibbles(acc, fine, base + 64 * g, xq[g], xq[g + loads], mode)
+        acc = _plane_dots(times(acc, 16), fine, base, xq, loads, mode)
         upper_bound_mask(acc, 1, 128 * total, t, scale, ones, ones, pos, zero, zero, low, dots)
         for lane in range(BLOCK):
             out_fine[pos + lane] = np.float64(t) * np.float64(scale[pos + lane]) * dots[lane]

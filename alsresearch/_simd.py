@@ -121,6 +121,16 @@ def zeros(typingctx):
 
 
 @intrinsic
+def add(typingctx, a, b):
+    """``a + b`` per lane (int32)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.add(args[0], args[1])
+
+    return i32x16(i32x16, i32x16), codegen
+
+
+@intrinsic
 def times(typingctx, acc, factor):
     """``acc * factor`` per lane (int32)."""
 

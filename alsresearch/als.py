@@ -37,16 +37,10 @@ __all__ = ["ALSConfig", "ALSModel", "confidence_minus_one", "objective"]
 #: rows per scratch block in the kernels (small enough to balance power-law rows across threads)
 _BLOCK = 64
 
-#: ``topk_rows`` answers through the exact int8 screen of :mod:`alsresearch._quantized` for
-#: top-n up to this n; a longer list ranks much of the catalogue, where the screen's candidate
-#: set grows and one matrix product with the shared top-k kernel does no more work.
+#: ``topk_rows`` answers through the exact screen of :mod:`alsresearch._quantized` for top-n up
+#: to this n; a longer list ranks much of the catalogue, where the screen's candidate set grows
+#: and one matrix product with the shared top-k kernel does no more work.
 _SCREEN_MAX_N = 1000
-#: ... and for at most this many users at once, on the calling thread. Measured on the
-#: 100k-item, 64-factor benchmark model (benchmarks/bench_serve.py, 2 busy cores, one thread):
-#: the screen costs ~0.6 ms a user, one float32 matrix product and the top-k kernel ~1.7 ms for
-#: one user but ~0.3 ms a user from 16 users on (gemm reuses each item row across users), so
-#: the two cross near 16 users (a parallel version of the screen lost to gemm from 4 users on).
-_SCREEN_MAX_ROWS = 8
 
 Solver = Literal["cholesky", "cg"]
 Scaling = Literal["raw", "log"]
@@ -373,24 +367,28 @@ class ALSModel(Recommender):
         return np.asarray(self.user_factors[rows] @ self.item_factors.T, dtype=np.float32)
 
     def topk_rows(
-        self, rows: np.ndarray, n: int, exclude_seen: bool = True
+        self,
+        rows: np.ndarray,
+        n: int,
+        exclude_seen: bool = True,
+        exclude: sp.csr_matrix | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``n`` of internal user rows (see :meth:`Recommender.topk_rows`), through an
-        int8 screen of the item factors that reads a quarter of their bytes and rescores only
-        the items that can still make the list (:mod:`alsresearch._quantized`). The screen is
-        built on first use and rebuilt whenever the item factors change (every fit iteration,
-        load). Lists longer than ``_SCREEN_MAX_N`` and batches of more than ``_SCREEN_MAX_ROWS``
-        users take the base path (one matrix product and the shared top-k kernel)."""
+        """Exact top-``n`` of internal user rows (see :meth:`Recommender.topk_rows`), through a
+        4-bit screen of the item factors that reads an eighth of their bytes, longest items
+        first, stops where no item left can make the list, and rescores only the items that
+        still can (:mod:`alsresearch._quantized`). The screen is built on first use and rebuilt
+        whenever the item factors change (every fit iteration, load). Lists longer than
+        ``_SCREEN_MAX_N`` take the base path (one matrix product and the shared top-k kernel)."""
         self._check_fitted()
         n = min(validate_n(n), self.n_items)
         rows = np.asarray(rows, dtype=np.int64)
-        if n > _SCREEN_MAX_N or len(rows) > _SCREEN_MAX_ROWS:
-            return super().topk_rows(rows, n, exclude_seen)
+        if n > _SCREEN_MAX_N:
+            return super().topk_rows(rows, n, exclude_seen, exclude)
         screen = self._screen
         if screen is None or screen.factors is not self.item_factors:
             screen = self._screen = _quantized.quantize(self.item_factors)
-        seen = self.seen if exclude_seen else None
-        return _quantized.topk_quantized(screen, self.user_factors, rows, n, seen)
+        mask = self._exclusions(exclude_seen, exclude)
+        return _quantized.topk_quantized(screen, self.user_factors, rows, n, mask)
 
     def fold_in(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Factors of a user with counts ``weights`` on items ``item_idx`` (internal indices),

@@ -159,23 +159,39 @@ class Recommender:
         return bool(self.user_index([user], missing="ignore")[0] >= 0)
 
     # ------------------------------------------------------------------ top-N
+    def _exclusions(self, exclude_seen: bool, exclude: sp.csr_matrix | None):
+        """The matrix whose rows list the items each user must not get, or None."""
+        if exclude is None:
+            return self.seen if exclude_seen else None
+        exclude = sp.csr_matrix(exclude)
+        if exclude.shape != self.seen.shape:
+            raise ValueError(f"exclude has shape {exclude.shape}, the model {self.seen.shape}")
+        return exclude
+
     def topk_rows(
-        self, rows: np.ndarray, n: int, exclude_seen: bool = True
+        self,
+        rows: np.ndarray,
+        n: int,
+        exclude_seen: bool = True,
+        exclude: sp.csr_matrix | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` item indices and scores for internal user rows, in chunks of users.
 
+        ``exclude`` (users x items, the model's shape) replaces the model's own seen items as
+        the items each user must not get (the evaluator passes the train split).
         Returns ``(idx, scores)`` of shape ``(len(rows), n)``; -1 / -inf pad users with fewer
         than ``n`` unseen items.
         """
         self._check_fitted()
         rows = np.asarray(rows, dtype=np.int64)
         n = min(validate_n(n), self.n_items)
+        mask = self._exclusions(exclude_seen, exclude)
         idx = np.empty((len(rows), n), dtype=np.int64)
         val = np.empty((len(rows), n), dtype=np.float32)
         for start in range(0, len(rows), SCORE_CHUNK):
             block = rows[start : start + SCORE_CHUNK]
-            scores = np.ascontiguousarray(self.score_rows(block), dtype=np.float32)
-            i, v = topk(scores, n, self.seen if exclude_seen else None, block, inplace=True)
+            scores = np.ascontiguousarray(self.score_rows(block))  # ranked in its own dtype
+            i, v = topk(scores, n, mask, block, inplace=True)
             idx[start : start + len(block)] = i
             val[start : start + len(block)] = v
         return idx, val

@@ -1,6 +1,6 @@
 """``evaluate(model, train, test)``: top-k ranking metrics for any fitted model.
 
-The evaluator uses only the shared model protocol (``score_rows`` and the id arrays of
+The evaluator uses only the shared model protocol (``topk_rows`` and the id arrays of
 :class:`~alsresearch.base.Recommender`), so ALS, the baselines and any later model are
 evaluated by the same code.
 
@@ -15,10 +15,11 @@ What is measured:
   average); catalogue coverage over the union of the evaluated users' lists; popularity rank
   (mean rank of the recommended items by number of training users, 1 = most popular).
 
-Memory: users are scored in chunks sized so that one chunk's score block is at most
-:data:`SCORE_BLOCK_BYTES`; each chunk is one ``score_rows`` call (one matrix product for a
-factor model), then the compiled top-k kernel with the train items excluded. Beyond the model
-and the data, the evaluator holds one score block, and ``k`` item indices and a few floats per
+Memory: users are ranked in chunks sized so that one chunk's score block would be at most
+:data:`SCORE_BLOCK_BYTES`; each chunk is one ``topk_rows`` call with the train items excluded:
+by default one matrix product and the compiled top-k kernel; ``ALSModel`` screens the items
+instead (:mod:`alsresearch._quantized`) and never forms the block. Beyond the model and the
+data, the evaluator holds at most one score block, and ``k`` item indices and a few floats per
 evaluated user.
 """
 
@@ -41,7 +42,6 @@ from alsresearch.metrics import (
     popularity_ranks,
 )
 from alsresearch.split import cold_items
-from alsresearch.topk import topk
 
 __all__ = ["ALL_METRICS", "SCORE_BLOCK_BYTES", "EvaluationResult", "evaluate"]
 
@@ -221,14 +221,14 @@ def evaluate(
 
     for start in range(0, len(rows), chunk_size):
         block = rows[start : start + chunk_size]
-        scores = np.asarray(model.score_rows(block))
-        if scores.shape != (len(block), n_items):
+        top, _ = model.topk_rows(block, k, exclude=train.matrix)  # at most n_items columns
+        if top.shape != (len(block), min(k, n_items)):
             raise ValueError(
-                f"{type(model).__name__}.score_rows returned shape {scores.shape}, "
-                f"expected {(len(block), n_items)}"
+                f"{type(model).__name__}.topk_rows returned shape {top.shape}, "
+                f"expected {(len(block), min(k, n_items))}"
             )
-        idx, _ = topk(scores, k, train.matrix, block, inplace=True)
-        del scores
+        idx = np.full((len(block), k), -1, dtype=np.int64)
+        idx[:, : top.shape[1]] = top
         out = slice(start, start + len(block))
         recommended[out] = idx
         for name, values in per_user_metrics(idx, test.matrix[block], user_metrics).items():

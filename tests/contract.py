@@ -19,6 +19,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from alsresearch.base import ModelFileError, NotFittedError, UnknownIdError, load_model
 
@@ -89,6 +90,19 @@ class RecommenderContract:
         user = contract_data.user_ids[2]  # the near-complete user
         items, _ = fitted.recommend(user, n=contract_data.n_items, exclude_seen=False)
         assert len(items) == contract_data.n_items
+
+    def test_topk_rows_excludes_the_matrix_it_is_given(self, fitted, contract_data):
+        # the evaluator excludes the train split it is given, not the model's own items
+        n_users, n_items = contract_data.n_users, contract_data.n_items
+        other = sp.random(n_users, n_items, density=0.3, random_state=7, format="csr")
+        rows = np.arange(n_users)
+        idx, _ = fitted.topk_rows(rows, n_items, exclude=other)
+        for row in rows:
+            banned = set(other.indices[other.indptr[row] : other.indptr[row + 1]].tolist())
+            got = idx[row][idx[row] >= 0]
+            assert set(got.tolist()) == set(range(n_items)) - banned  # seen items included
+        with pytest.raises(ValueError, match="exclude has shape"):
+            fitted.topk_rows(rows, 5, exclude=other[:-1])
 
     def test_batch_equals_singles_in_order_with_duplicates(self, fitted, contract_data):
         users = [*contract_data.user_ids[[5, 1, 5, 0, 9]].tolist()]
