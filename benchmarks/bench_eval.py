@@ -1,11 +1,14 @@
 """Benchmark: ``alsresearch.evaluate.evaluate`` against ``implicit.evaluation.ranking_metrics_at_k``.
 
-Same factors, same split, same process: 100k users x 50k items, k = 10, 64 factors by default.
+Same factors, same split, same process: 100k users x 50k items, k = 10, 64 factors by default,
+from an ALSModel fitted on the train split (``--factors-from random`` for N(0, 0.1^2) factors,
+the worst case for ALSModel's screen: no long items to rank first, scores packed together).
 Prints the median wall time of each (several alternating runs), their ratio (target <= 0.5),
 the peak extra memory of each call (resident set size sampled every few milliseconds, minus
 the RSS just before the call) and both libraries' metrics where their definitions agree.
 
-    .venv/bin/python benchmarks/bench_eval.py    # full size: 3 x 2 runs, 10-15 min on 2 busy cores
+    .venv/bin/python benchmarks/bench_eval.py    # full size: 3 x 2 runs, several minutes
+    .venv/bin/python benchmarks/bench_eval.py --factors-from random
     .venv/bin/python benchmarks/bench_eval.py --users 5000 --items 4000 --nnz 100000 --repeats 2
 
 The machine is shared: timings are noisy, read the medians.
@@ -94,6 +97,14 @@ def main(argv=None) -> None:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--factors-from",
+        choices=("trained", "random"),
+        default="trained",
+        help="trained: ALSModel fitted on the train split (defaults, seeded), what an "
+        "evaluation measures; random: N(0, 0.1^2) factors, the worst case for ALSModel's "
+        "screen (no long items to rank first, scores packed together)",
+    )
     args = parser.parse_args(argv)
 
     # implicit warns that OpenBLAS threads slow its *training*; scoring here is a plain gemm
@@ -104,18 +115,20 @@ def main(argv=None) -> None:
     data = synthetic(args.users, args.items, args.nnz, seed=args.seed)
     train, test = random_holdout(data, 0.2, seed=args.seed)
     rng = np.random.default_rng(args.seed)
-    U = rng.normal(scale=0.1, size=(args.users, args.factors)).astype(np.float32)
-    V = rng.normal(scale=0.1, size=(args.items, args.factors)).astype(np.float32)
+    if args.factors_from == "trained":
+        model = ALSModel(factors=args.factors, random_state=args.seed).fit(train)
+        U, V = model.user_factors, model.item_factors
+    else:  # our ALSModel holding random factors, through the same hooks load_model uses
+        U = rng.normal(scale=0.1, size=(args.users, args.factors)).astype(np.float32)
+        V = rng.normal(scale=0.1, size=(args.items, args.factors)).astype(np.float32)
+        model = ALSModel(factors=args.factors)
+        model._set_training_data(train)
+        model._restore({"user_factors": U, "item_factors": V})
     print(
         f"data: {data.n_users} users x {data.n_items} items, train {train.nnz} cells, "
-        f"test {test.nnz} cells, {args.factors} factors, k={args.k} "
+        f"test {test.nnz} cells, {args.factors} {args.factors_from} factors, k={args.k} "
         f"(built in {time.perf_counter() - t0:.1f} s)"
     )
-
-    # Our ALSModel holding the random factors, through the same hooks load_model uses.
-    model = ALSModel(factors=args.factors)
-    model._set_training_data(train)
-    model._restore({"user_factors": U, "item_factors": V})
     reference = AlternatingLeastSquares(factors=args.factors, random_state=args.seed)
     reference.user_factors, reference.item_factors = U, V
 
@@ -123,17 +136,6 @@ def main(argv=None) -> None:
     few = rng.choice(data.n_users, size=min(500, data.n_users), replace=False)
     evaluate(model, train, test, k=args.k, users=train.user_ids[few])
     theirs(reference, train, test.with_matrix(_only_rows(test, few)), args.k)
-
-    # time the model's own score_rows (the matrix products) inside our evaluate
-    score_rows, in_scoring = model.score_rows, []
-
-    def timed_score_rows(rows):
-        start = time.perf_counter()
-        out = score_rows(rows)
-        in_scoring[-1] += time.perf_counter() - start
-        return out
-
-    model.score_rows = timed_score_rows
 
     times = {"alsresearch": [], "implicit": []}
     memory = {"alsresearch": [], "implicit": []}
@@ -143,7 +145,6 @@ def main(argv=None) -> None:
             ("alsresearch", ours, model),
             ("implicit", theirs, reference),
         ):
-            in_scoring.append(0.0)
             with PeakRSS() as peak:
                 start = time.perf_counter()
                 metrics[name] = fn(obj, train, test, args.k)
@@ -159,11 +160,6 @@ def main(argv=None) -> None:
             f"{name:<14}{statistics.median(times[name]):>10.2f}{runs:>28}{max(memory[name]):>22.0f}"
         )
     print(f"ratio alsresearch / implicit = {ours_t / theirs_t:.2f} (target <= 0.5)")
-    ours_runs = in_scoring[::2]
-    print(
-        f"alsresearch time in ALSModel.score_rows (one matrix product per chunk): median "
-        f"{statistics.median(ours_runs):.2f} s, the rest is top-k, metrics and slicing"
-    )
     print(f"process max RSS: {_max_rss_mib():.0f} MiB (data, factors and both libraries)")
 
     print(f"\n{'metric':<30}{'alsresearch':>16}{'implicit':>16}{'abs diff':>12}")
