@@ -1,22 +1,24 @@
 """Benchmark: serving latency, in process (against implicit) and over HTTP on loopback.
 
-A 100k-item, 64-factor ALS model with seeded random factors (N(0, 0.1^2)) and seen items
-(10..300 per user), wrapped in an :class:`~alsresearch.als.ALSModel` through its normal state,
-and the same factors in implicit's CPU ``AlternatingLeastSquares``:
+A 100k-item, 64-factor ALS model, by default fitted with ``ALSModel``'s defaults on seeded
+synthetic data (100k users, 3M cells: the model a promotion produces); with ``--factors-from
+random``, seeded random factors (N(0, 0.1^2)) and 10..300 seen items a user, the worst case for
+the screen (item norms all alike, so nothing can be skipped, and scores packed together). The
+same factors go into implicit's CPU ``AlternatingLeastSquares``:
 
 1. in process, exact top-10 with seen items excluded: single-user ``recommend`` (median and
    p99 over many users) and a batch of 1000 users, ours and implicit's in the same run, with
    the share of users on which both return the same items. Ours twice: ``ALSModel``'s own
-   path (the exact int8 screen of :mod:`alsresearch._quantized` for up to 8 users at once,
-   else the gemm path) and the gemm path of the base class (one float32 matrix product and the
-   shared top-k kernel), with the share of measured users on which the screen and the gemm
-   path return the same top-10;
+   path (the exact screen of :mod:`alsresearch._quantized`) and the gemm path of the base
+   class (one float32 matrix product and the shared top-k kernel), with the share of measured
+   users on which the screen and the gemm path return the same top-10;
 2. over HTTP (``alsresearch serve`` in a subprocess, httpx clients in threads): p50/p99 latency
    and requests per second for single users and for batches of 100 users, with several
    concurrent clients, in bounded loops.
 
     .venv/bin/python benchmarks/bench_serve.py
-    .venv/bin/python benchmarks/bench_serve.py --items 20000 --users 2000 --repeats 2  # quick
+    .venv/bin/python benchmarks/bench_serve.py --factors-from random
+    .venv/bin/python benchmarks/bench_serve.py --items 20000 --users 20000 --nnz 400000 --repeats 2
 
 The machine is shared: timings are noisy; the tables quote medians of several runs.
 """
@@ -43,7 +45,14 @@ from alsresearch.als import ALSModel
 from alsresearch.base import Recommender
 from alsresearch.baselines import PopularityModel
 from alsresearch.data import Interactions
+from alsresearch.datasets import synthetic
 from alsresearch.export import artefact_paths
+
+
+def trained(n_users: int, n_items: int, nnz: int, factors: int, seed: int):
+    """(our ALSModel fitted with its defaults on seeded synthetic data, the interactions)."""
+    data = synthetic(n_users, n_items, nnz, seed=seed)
+    return ALSModel(factors=factors, random_state=seed).fit(data), data
 
 
 def build(n_users: int, n_items: int, factors: int, seed: int):
@@ -227,8 +236,17 @@ def over_http(model, data, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument(
+        "--factors-from",
+        choices=("trained", "random"),
+        default="trained",
+        help="trained: ALSModel fitted on synthetic data (--users x --items, --nnz cells); "
+        "random: N(0, 0.1^2) factors with 10..300 seen items a user, the worst case for the "
+        "screen (no long items to rank first, scores packed together)",
+    )
+    parser.add_argument("--users", type=int, help="default 100000 trained, 10000 random")
     parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--nnz", type=int, default=3_000_000, help="trained only")
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--single-users", type=int, default=500, help="users per single run")
     parser.add_argument("--batch", type=int, default=1000)
@@ -240,12 +258,17 @@ def main() -> None:
     parser.add_argument("--skip-http", action="store_true")
     args = parser.parse_args()
 
-    model, data = build(args.users, args.items, args.factors, args.seed)
+    if args.factors_from == "trained":
+        args.users = args.users or 100_000
+        model, data = trained(args.users, args.items, args.nnz, args.factors, args.seed)
+    else:
+        args.users = args.users or 10_000
+        model, data = build(args.users, args.items, args.factors, args.seed)
     users = np.random.default_rng(args.seed + 1).integers(args.users, size=args.single_users)
     load = os.getloadavg()[0]
     print(
-        f"model: {args.users} users x {args.items} items, {args.factors} factors, "
-        f"{data.nnz} seen cells; {os.cpu_count()} CPUs, load average {load:.1f} at start"
+        f"model: {args.users} users x {args.items} items, {args.factors} {args.factors_from} "
+        f"factors, {data.nnz} seen cells; {os.cpu_count()} CPUs, load average {load:.1f} at start"
     )
     import numba
     from threadpoolctl import threadpool_limits
@@ -273,7 +296,7 @@ def main() -> None:
             )
         print(f"ALSModel: same top-10 items as implicit for {100 * res['agree']:.0f}% of 200 users")
         print(
-            f"int8 screen: same top-10 items as the gemm path for "
+            f"screen: same top-10 items as the gemm path for "
             f"{100 * res['screen_agree']:.1f}% of {res['measured']} measured users"
         )
     print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
