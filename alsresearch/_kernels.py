@@ -8,17 +8,18 @@ once per half-sweep with BLAS), so each row's normal equations are::
 
     A_u x_u = b_u,   A_u = G + sum_i w_ui y_i y_i^T,   b_u = sum_i (1 + w_ui) y_i
 
-and a row costs O(k^2 nnz_u) to build, never O(k^2 n_items).
+The exact solver builds ``A_u`` in O(k^2 nnz_u), never O(k^2 n_items); CG never builds it
+(:func:`cg_sweep`: O(k nnz_u) per step, in a basis where ``G`` is the identity).
 
 Every row is solved independently and in a fixed order of operations, so the result does not
 depend on the number of numba threads (BLAS, called inside the kernels for the k x k and
-mat-vec products, runs on one thread during fit). Rows are processed in blocks (``block`` rows each) so scratch
-arrays are allocated once per block, not once per row.
+mat-vec products, runs on one thread during fit). Rows are processed in blocks (``block``
+rows each) so scratch arrays are allocated once per block, not once per row.
 
 ``loss_part`` (optional, length 0 to skip) receives, per row, the observed-cell part of the
 objective with the *new* row: ``sum_i (1 + w_ui) (1 - s_ui)^2 - s_ui^2`` where
 ``s_ui = x_u . y_i`` (see :func:`observed_loss`). Fused into the item half-sweep it makes the
-per-iteration loss nearly free.
+per-iteration loss nearly free (CG carries ``s`` through its steps: no extra pass at all).
 """
 
 from __future__ import annotations
@@ -32,15 +33,29 @@ _FASTMATH = {"reassoc", "contract", "nsz"}
 
 #: rows with at least this many cells build ``Y_u^T W_u Y_u`` with one BLAS product
 GEMM_MIN_CELLS = 16
-#: rows with at least this many cells apply ``Y_u^T W_u Y_u v`` as two BLAS matrix-vector products
-GEMV_MIN_CELLS = 8
+#: CG rows with at least this many cells compute ``Y_u v`` and ``Y_u^T t`` by BLAS mat-vec;
+#: shorter rows by the four-rows-at-a-time loops, which won up to here at k = 64 (S data: a
+#: user half-sweep took 0.175 s CPU with BLAS from 8 cells, 0.112 s from 128, the same from 256
+#: to 1024; a BLAS call costs ~0.2 us, as much as a whole pass over a 20-cell row).
+GEMV_MIN_CELLS = 256
 
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _dot(a, b, k):
-    acc = a[0] * 0
+    """``a . b`` accumulated in the arrays' precision (``a[0] * 0`` would be float64 for
+    float32 arrays in numba, which halves the vector width and converts every product)."""
+    acc = a[0] * np.float32(0)
     for j in range(k):
         acc += a[j] * b[j]
+    return acc
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _dot64(a, b, k):
+    """``a . b`` accumulated in float64 (for the loss)."""
+    acc = 0.0
+    for j in range(k):
+        acc += np.float64(a[j]) * b[j]
     return acc
 
 
@@ -82,7 +97,7 @@ def _cholesky_solve(A, b, k):
 def _row_loss(indptr, indices, w, Y, x, u, k):
     acc = 0.0
     for p in range(indptr[u], indptr[u + 1]):
-        s = np.float64(_dot(Y[indices[p]], x, k))
+        s = _dot64(Y[indices[p]], x, k)
         acc += (1.0 + w[p]) * (1.0 - s) ** 2 - s * s
     return acc
 
@@ -111,7 +126,7 @@ def _gathered_loss(Yu, wu, nu, x, k):
     """:func:`_row_loss` on factors already gathered into ``Yu``."""
     acc = 0.0
     for q in range(nu):
-        s = np.float64(_dot(Yu[q], x, k))
+        s = _dot64(Yu[q], x, k)
         acc += (1.0 + wu[q]) * (1.0 - s) ** 2 - s * s
     return acc
 
@@ -172,131 +187,187 @@ def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block):
     return failed.sum()
 
 
-@njit(inline="always", fastmath=_FASTMATH)
-def _cg_update(x, r, d, Ad, rs, k):
-    """One CG update given ``Ad = A d``; returns the new squared residual norm."""
-    step = rs / _dot(d, Ad, k)
-    for a in range(k):
-        x[a] += step * d[a]
-        r[a] -= step * Ad[a]
-    rs_new = _dot(r, r, k)
-    beta = rs_new / rs
-    for a in range(k):
-        d[a] = r[a] + beta * d[a]
-    return rs_new
+@njit(cache=True)
+def _whitening(G):
+    """``(L, L^{-1})`` in float64 for the Cholesky factor ``L L^T = G`` (lower triangular);
+    empty arrays when ``G`` is not numerically positive definite. O(k^3), once per sweep."""
+    k = G.shape[0]
+    L = np.zeros((k, k))
+    for j in range(k):
+        s = np.float64(G[j, j])
+        for p in range(j):
+            s -= L[j, p] * L[j, p]
+        if not s > 0:
+            return np.empty((0, 0)), np.empty((0, 0))
+        L[j, j] = np.sqrt(s)
+        for i in range(j + 1, k):
+            s = np.float64(G[i, j])
+            for p in range(j):
+                s -= L[i, p] * L[j, p]
+            L[i, j] = s / L[j, j]
+    Linv = np.zeros((k, k))
+    for c in range(k):  # column c of L^{-1}: forward substitution on e_c
+        Linv[c, c] = 1 / L[c, c]
+        for i in range(c + 1, k):
+            s = 0.0
+            for p in range(c, i):
+                s -= L[i, p] * Linv[p, c]
+            Linv[i, c] = s / L[i, i]
+    return L, Linv
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _add_cells(Yu, wu, shift, v, out, sv, tmp, k):
-    """With ``s = Y_u v`` on the gathered rows ``Y_u``: ``out += Y_u^T (wu * s)`` when ``shift``
-    is 0 (the cell part of ``A_u v``), ``out += Y_u^T (1 + wu - wu * s)`` when ``shift`` is 1
-    (the cell part of the residual ``b_u - A_u v``). Two BLAS matrix-vector products, or plain
-    loops for rows too short to amortise a BLAS call."""
+def _rows_dot(Yu, v, s, k):
+    """``s[:nu] = Y_u v`` for the gathered rows ``Y_u``: BLAS mat-vec for long rows, else
+    loops that take four rows per pass over ``v`` (four independent sums, one load of v)."""
     nu = Yu.shape[0]
     if nu >= GEMV_MIN_CELLS:
-        s = sv[:nu]
-        np.dot(Yu, v, s)
-        for q in range(nu):
-            s[q] = shift + wu[q] - wu[q] * s[q] if shift else wu[q] * s[q]
-        np.dot(Yu.T, s, tmp)
+        np.dot(Yu, v, s[:nu])
+        return
+    zero = Yu[0, 0] * np.float32(0) if nu else np.float32(0)
+    q = 0
+    while q + 4 <= nu:
+        s0 = zero
+        s1 = zero
+        s2 = zero
+        s3 = zero
+        for a in range(k):
+            va = v[a]
+            s0 += Yu[q, a] * va
+            s1 += Yu[q + 1, a] * va
+            s2 += Yu[q + 2, a] * va
+            s3 += Yu[q + 3, a] * va
+        s[q] = s0
+        s[q + 1] = s1
+        s[q + 2] = s2
+        s[q + 3] = s3
+        q += 4
+    while q < nu:
+        s[q] = _dot(Yu[q], v, k)
+        q += 1
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _rows_axpy(Yu, t, out, tmp, k):
+    """``out += Y_u^T t[:nu]``: BLAS mat-vec (into ``tmp``) for long rows, else loops that
+    add four rows per pass over ``out``."""
+    nu = Yu.shape[0]
+    if nu >= GEMV_MIN_CELLS:
+        np.dot(Yu.T, t[:nu], tmp)
         for a in range(k):
             out[a] += tmp[a]
-    else:
-        for q in range(nu):
-            y = Yu[q]
-            t = _dot(y, v, k)
-            t = shift + wu[q] - wu[q] * t if shift else wu[q] * t
-            for a in range(k):
-                out[a] += t * y[a]
+        return
+    q = 0
+    while q + 4 <= nu:
+        t0 = t[q]
+        t1 = t[q + 1]
+        t2 = t[q + 2]
+        t3 = t[q + 3]
+        for a in range(k):
+            out[a] += t0 * Yu[q, a] + t1 * Yu[q + 1, a] + t2 * Yu[q + 2, a] + t3 * Yu[q + 3, a]
+        q += 4
+    while q < nu:
+        tq = t[q]
+        for a in range(k):
+            out[a] += tq * Yu[q, a]
+        q += 1
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block):
-    """Approximate half-sweep: ``steps`` conjugate-gradient steps on ``A_u x = b_u`` per row,
-    warm-started from the current ``X[u]`` (updated in place).
+def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz):
+    """Approximate half-sweep: ``steps`` conjugate-gradient steps per row on ``A_u x = b_u``,
+    preconditioned by the shared part ``G``, warm-started from the current ``X[u]`` (updated
+    in place). ``Yz`` is scratch shaped like ``Y``. Returns 1 (``X`` untouched) when ``G`` is
+    not numerically positive definite, else 0.
 
-    Each block of rows gathers its cells' factors once into contiguous scratch, so every CG
-    pass reads cache, not the scattered rows of ``Y``. Short rows (fewer than k cells) step
-    together: the ``G v`` part of their ``A_u v`` is one BLAS product over the block per step.
-    Long rows, where the cell part dominates, run all their steps at once while their factors
-    are hot. The residual ``b_u - A_u x`` is ``-G x + sum_i (1 + w_ui - w_ui y_i.x) y_i``.
+    With ``G = L L^T`` (Cholesky, once per half-sweep), ``x = L^{-T} z`` and the whitened other
+    side ``Yz = Y L^{-T}`` (rows ``z_i = L^{-1} y_i``, one BLAS product), row ``u``'s system
+    becomes ``(I + sum_i w_ui z_i z_i^T) z = sum_i (1 + w_ui) z_i``, and ``x_u . y_i = z . z_i``.
+    This is CG preconditioned by ``G`` (Takacs, Pilaszy & Tikk 2011 warm-start it; the
+    preconditioner is our addition): a step costs O(k nnz_u) with no k x k product, and all
+    but at most nnz_u eigenvalues are 1, so short rows converge in a few steps (one step solves
+    an empty row). Rows move to and from the whitened basis with one BLAS product per block;
+    each row gathers its cells' whitened factors once into contiguous scratch and runs all its
+    steps on them while they are in cache. ``s = Y_u z`` is carried through the steps
+    (``s += step * Y_u d``), so the loss needs no extra pass over the cells.
     """
     n = len(indptr) - 1
     k = Y.shape[1]
+    L64, Linv64 = _whitening(G)
+    if L64.shape[0] != k:
+        return 1
+    L = L64.astype(Y.dtype)
+    Linv = Linv64.astype(Y.dtype)
+    LinvT = np.ascontiguousarray(Linv64.T).astype(Y.dtype)
+    n_other = Y.shape[0]
+    other_block = 1024
+    for blk in prange((n_other + other_block - 1) // other_block):
+        lo = blk * other_block
+        hi = min(n_other, lo + other_block)
+        np.dot(Y[lo:hi], LinvT, Yz[lo:hi])
     n_blocks = (n + block - 1) // block
     want_loss = len(loss_part) > 0
     tiny = 1e-20
     for blk in prange(n_blocks):
         lo = blk * block
         hi = min(n, lo + block)
-        B = hi - lo
-        # scratch: long rows share one buffer, short rows keep theirs for the block steps
-        m_long = 0
-        offsets = np.zeros(B + 1, dtype=np.int64)
-        for j in range(B):
-            nu = indptr[lo + j + 1] - indptr[lo + j]
-            if nu >= k:
-                m_long = max(m_long, nu)
-                nu = 0
-            offsets[j + 1] = offsets[j] + nu
-        Yl = np.empty((m_long, k), dtype=Y.dtype)
-        Ys = np.empty((offsets[B], k), dtype=Y.dtype)
-        sv = np.empty(max(m_long, k), dtype=Y.dtype)
+        m = _max_row_length(indptr, lo, hi)
+        Yu_buf = np.empty((m, k), dtype=Y.dtype)
+        sd = np.empty(m, dtype=Y.dtype)  # Y_u d
+        t = np.empty(m, dtype=Y.dtype)  # per-cell weights of a product Y_u^T t
+        sz = np.empty(m, dtype=np.float64)  # Y_u z, carried through the steps
         tmp = np.empty(k, dtype=Y.dtype)
-        Xb = np.empty((B, k), dtype=Y.dtype)
-        R = np.empty((B, k), dtype=Y.dtype)
-        D = np.empty((B, k), dtype=Y.dtype)
-        AD = np.empty((B, k), dtype=Y.dtype)
-        rs = np.empty(B, dtype=Y.dtype)
-        for j in range(B):
-            for a in range(k):
-                Xb[j, a] = X[lo + j, a]
-        np.dot(Xb, G, AD)
-        for j in range(B):
+        Zb = np.empty((hi - lo, k), dtype=Y.dtype)
+        r = np.empty(k, dtype=Y.dtype)
+        d = np.empty(k, dtype=Y.dtype)
+        ad = np.empty(k, dtype=Y.dtype)
+        np.dot(X[lo:hi], L, Zb)  # z = L^T x, row-wise
+        for j in range(hi - lo):
             u = lo + j
             p0 = indptr[u]
             nu = indptr[u + 1] - p0
-            long_row = nu >= k
-            Yu = Yl[:nu] if long_row else Ys[offsets[j] : offsets[j + 1]]
-            _gather(indptr, indices, Y, u, Yu)
+            Yu = Yu_buf[:nu]
+            _gather(indptr, indices, Yz, u, Yu)
             wu = w[p0 : p0 + nu]
-            x, r, d, ad = Xb[j], R[j], D[j], AD[j]
+            z = Zb[j]
+            # residual r = b - A z = sum_i (1 + w_i - w_i s_i) z_i - z, with s = Y_u z
+            _rows_dot(Yu, z, sd, k)
+            for q in range(nu):
+                sz[q] = sd[q]
+                t[q] = 1 + wu[q] - wu[q] * sd[q]
             for a in range(k):
-                r[a] = -ad[a]
-            _add_cells(Yu, wu, 1, x, r, sv, tmp, k)
-            rs[j] = _dot(r, r, k)
+                r[a] = -z[a]
+            _rows_axpy(Yu, t, r, tmp, k)
+            rs = _dot(r, r, k)
             for a in range(k):
                 d[a] = r[a]
-            if long_row:  # all its steps now, while its gathered factors are in cache
-                for _ in range(steps):
-                    if rs[j] < tiny:
-                        break
-                    for a in range(k):
-                        ad[a] = _dot(G[a], d, k)
-                    _add_cells(Yu, wu, 0, d, ad, sv, tmp, k)
-                    rs[j] = _cg_update(x, r, d, ad, rs[j], k)
-                rs[j] = -1.0  # done: the block steps below skip it
-                if want_loss:
-                    loss_part[u] = _gathered_loss(Yu, wu, nu, x, k)
-        for _ in range(steps):
-            np.dot(D, G, AD)
-            for j in range(B):
-                if not rs[j] >= tiny:
-                    continue
-                p0 = indptr[lo + j]
-                Yu = Ys[offsets[j] : offsets[j + 1]]
-                wu = w[p0 : p0 + Yu.shape[0]]
-                _add_cells(Yu, wu, 0, D[j], AD[j], sv, tmp, k)
-                rs[j] = _cg_update(Xb[j], R[j], D[j], AD[j], rs[j], k)
-        for j in range(B):
-            u = lo + j
-            for a in range(k):
-                X[u, a] = Xb[j, a]
-            nu = indptr[u + 1] - indptr[u]
-            if want_loss and nu < k:
-                p0 = indptr[u]
-                Yu = Ys[offsets[j] : offsets[j + 1]]
-                loss_part[u] = _gathered_loss(Yu, w[p0 : p0 + nu], nu, Xb[j], k)
+            for _ in range(steps):
+                if rs < tiny:
+                    break
+                # A d = d + sum_i w_i (z_i . d) z_i
+                _rows_dot(Yu, d, sd, k)
+                for q in range(nu):
+                    t[q] = wu[q] * sd[q]
+                for a in range(k):
+                    ad[a] = d[a]
+                _rows_axpy(Yu, t, ad, tmp, k)
+                step = rs / _dot(d, ad, k)
+                for a in range(k):
+                    z[a] += step * d[a]
+                    r[a] -= step * ad[a]
+                for q in range(nu):
+                    sz[q] += step * sd[q]
+                rs_new = _dot(r, r, k)
+                beta = rs_new / rs
+                for a in range(k):
+                    d[a] = r[a] + beta * d[a]
+                rs = rs_new
+            if want_loss:
+                acc = 0.0
+                for q in range(nu):
+                    acc += (1.0 + wu[q]) * (1.0 - sz[q]) ** 2 - sz[q] * sz[q]
+                loss_part[u] = acc
+        np.dot(Zb, Linv, X[lo:hi])  # x = L^{-T} z, row-wise
     return 0
 
 

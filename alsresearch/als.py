@@ -70,12 +70,13 @@ class ALSConfig:
     solver: Solver = "cg"
     """``"cholesky"``: every row solved exactly, ``x_u = (Y^T C_u Y + lambda I)^{-1} Y^T C_u p_u``
     built in O(k^2 nnz_u + k^3). ``"cg"``: ``cg_steps`` conjugate-gradient steps per row on the
-    same system, warm-started from the previous factors (Takacs, Pilaszy & Tikk 2011), O(k^2 +
-    k nnz_u) per step. CG is the default because it is the solver that meets both goals set
-    for the default on the benchmark data (benchmarks/bench_als.py, 1M-10M cells): it fits in
-    about half of implicit's CG time or less, and with 4 steps its loss after 15 iterations
-    ends within 0.5% of the exact solver's (0.3% at S, where 3 steps lag by 0.8%, as implicit's
-    CG does). The exact solver costs several times more per iteration; choose ``"cholesky"``
+    same system, warm-started from the previous factors (Takacs, Pilaszy & Tikk 2011) and
+    preconditioned by the shared part ``Y^T Y + lambda I`` (one Cholesky per half-sweep; a
+    step then costs O(k nnz_u), plus O(k^2) per row to change basis). CG is the default
+    because it is the solver that meets both goals set for the default on the benchmark data
+    (benchmarks/bench_als.py, 1M-10M cells): it fits in about half of implicit's CG time or
+    less, and with 4 steps its loss after 15 iterations ends within 0.5% of the exact solver's
+    (0.3% at S, where 3 steps lag by 0.8%, as implicit's CG does). The exact solver costs several times more per iteration; choose ``"cholesky"``
     when exact sweeps matter (it never increases the loss)."""
 
     cg_steps: int = 4
@@ -295,6 +296,10 @@ class ALSModel(Recommender):
         threads = cfg.num_threads or numba.config.NUMBA_NUM_THREADS
         threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         item_loss = np.empty(data.n_items, dtype=np.float64)
+        # CG's whitened copy of the fixed side, allocated once for both half-sweeps
+        whitened = np.empty(
+            (max(data.n_users, data.n_items), k) if cfg.solver == "cg" else (0, k), dtype=dtype
+        )
         yty = None
         start = time.perf_counter()
         for it in range(1, cfg.iterations + 1):
@@ -306,9 +311,13 @@ class ALSModel(Recommender):
                 with threadpool_limits(limits=1, user_api="blas"):
                     if yty is None:
                         yty = _gram(self.item_factors)
-                    self._half_sweep(users, self.item_factors, yty, self.user_factors, None)
+                    self._half_sweep(
+                        users, self.item_factors, yty, self.user_factors, None, whitened
+                    )
                     xtx = _gram(self.user_factors)
-                    self._half_sweep(items, self.user_factors, xtx, self.item_factors, item_loss)
+                    self._half_sweep(
+                        items, self.user_factors, xtx, self.item_factors, item_loss, whitened
+                    )
                     yty = _gram(self.item_factors)
             finally:
                 numba.set_num_threads(previous_threads)
@@ -333,7 +342,11 @@ class ALSModel(Recommender):
         gram: np.ndarray,
         out: np.ndarray,
         loss_part: np.ndarray | None,
+        whitened: np.ndarray,
     ) -> None:
+        """Update every row of ``out`` with ``other`` fixed; ``loss_part`` (optional) receives
+        each row's observed-cell part of the loss; ``whitened`` is CG's scratch, at least as
+        many rows as ``other``."""
         cfg = self.config
         G = _regularised(gram, cfg.regularization)
         loss_part = np.empty(0) if loss_part is None else loss_part
@@ -347,9 +360,23 @@ class ALSModel(Recommender):
                     "raise regularization or use dtype='float64'"
                 )
         else:
-            _kernels.cg_sweep(
-                side.indptr, side.indices, side.w, other, G, out, loss_part, cfg.cg_steps, _BLOCK
+            failed = _kernels.cg_sweep(
+                side.indptr,
+                side.indices,
+                side.w,
+                other,
+                G,
+                out,
+                loss_part,
+                cfg.cg_steps,
+                _BLOCK,
+                whitened[: len(other)],
             )
+            if failed:
+                raise FloatingPointError(
+                    "the shared part Y^T Y + lambda I of the per-row systems is not numerically "
+                    "positive definite; raise regularization or use dtype='float64'"
+                )
 
     def loss(self, X) -> float:
         """The exact objective of the current factors on raw counts ``X`` (the model keeps only

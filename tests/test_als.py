@@ -41,7 +41,10 @@ def kernel_half_sweep(solver, counts, Y, dtype, scaling="raw", steps=3, X0=None)
     if solver == "cholesky":
         assert _kernels.cholesky_sweep(indptr, indices, w, Y, G, X, np.empty(0), 16) == 0
     else:
-        _kernels.cg_sweep(indptr, indices, w, Y, G, X, np.empty(0), steps, 16)
+        assert (
+            _kernels.cg_sweep(indptr, indices, w, Y, G, X, np.empty(0), steps, 16, np.empty_like(Y))
+            == 0
+        )
     return X
 
 
@@ -76,6 +79,40 @@ def test_cg_with_k_steps_reaches_the_closed_form(rng):
     start = want + rng.normal(scale=0.05, size=want.shape)
     improved = kernel_half_sweep("cg", counts, Y, np.float64, steps=2, X0=start)
     assert rel_err(improved, want) < 0.5 * rel_err(start, want)
+
+
+def test_cg_is_exact_after_nnz_plus_one_steps_on_short_rows(rng):
+    """CG runs preconditioned by the shared part G = Y^T Y + lambda I, so a row with n cells
+    has at most n eigenvalues other than 1 and CG solves it in n + 1 steps, from any start
+    (an empty row in one step). Rows of 0, 1 and 2 cells, 12 factors, 3 steps, float64."""
+    n_users, n_items = 60, 40
+    nnz = np.arange(n_users) % 3
+    rows = np.repeat(np.arange(n_users), nnz)
+    cols = np.concatenate([rng.choice(n_items, size=a, replace=False) for a in nnz])
+    counts = sp.csr_matrix(
+        (rng.integers(1, 10, size=len(rows)).astype(np.float64), (rows, cols)),
+        shape=(n_users, n_items),
+    )
+    Y = rng.normal(scale=0.3, size=(n_items, 12))
+    want = solve_rows(counts, Y, ALPHA, LAM)
+    start = rng.normal(size=want.shape)
+    got = kernel_half_sweep("cg", counts, Y, np.float64, steps=3, X0=start)
+    for u in np.flatnonzero(nnz):
+        assert rel_err(got[u], want[u]) < 1e-8, f"row {u}"
+    one_step = kernel_half_sweep("cg", counts, Y, np.float64, steps=1, X0=start)
+    assert np.abs(got[nnz == 0]).max() < 1e-12 and np.abs(one_step[nnz == 0]).max() < 1e-12
+
+
+def test_cg_reports_a_shared_part_that_is_not_positive_definite(rng):
+    counts = varied_counts(rng)
+    Y = rng.normal(size=(counts.shape[1], 4))
+    m = sp.csr_matrix(counts)
+    X = np.ones((m.shape[0], 4))
+    failed = _kernels.cg_sweep(
+        m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(np.float64),
+        Y, -np.eye(4), X, np.empty(0), 3, 16, np.empty_like(Y),
+    )  # fmt: skip
+    assert failed == 1 and np.all(X == 1)
 
 
 def test_kernels_do_not_depend_on_the_thread_count(rng):
