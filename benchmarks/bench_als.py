@@ -23,6 +23,9 @@ or loading the on-disk cache) is measured before the timed fit and printed apart
     # the README figures (about 20 minutes):
     .venv/bin/python benchmarks/bench_als.py --sizes S,M,L --repeats 3 \
         --implicit-cholesky-sizes S --ours-cholesky-sizes S,M
+    # only the exact solvers, ours against implicit's, at M:
+    .venv/bin/python benchmarks/bench_als.py --sizes M --repeats 1 \
+        --methods ours-cholesky,implicit-cholesky --implicit-cholesky-sizes M --ours-cholesky-sizes M
 
 Targets (2 cores): our default solver at most 0.5x implicit CG's time with a loss no worse than
 implicit CG's, at every size; peak memory at L under 2 GiB; our Cholesky faster than implicit's.
@@ -140,6 +143,11 @@ def main() -> None:
     parser.add_argument(
         "--ours-cholesky-sizes", default="S,M", help="sizes at which to run our exact solver"
     )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated among {', '.join(METHODS)} (e.g. only the two Cholesky solvers)",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("METHOD", "DATA", "THREADS"))
     args = parser.parse_args()
     if args.worker:
@@ -151,6 +159,10 @@ def main() -> None:
             parser.error(f"unknown size {s!r}; choose among {', '.join(SIZES)}")
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in chosen:
+        if m not in METHODS:
+            parser.error(f"unknown method {m!r}; choose among {', '.join(METHODS)}")
     threads = args.threads or os.cpu_count() or 1
     slow = {
         "implicit-cholesky": {s.strip().upper() for s in args.implicit_cholesky_sizes.split(",")},
@@ -181,7 +193,9 @@ def main() -> None:
                 f"(generated in {time.perf_counter() - t0:.1f} s)",
                 flush=True,
             )
-            methods = [m for m in METHODS if m not in slow or size in slow[m]]
+            methods = [m for m in chosen if m not in slow or size in slow[m]]
+            if not methods:
+                continue
             runs: dict[str, list[dict]] = {m: [] for m in methods}
             for _ in range(args.repeats):  # interleaved, so drifting load hits every method
                 for m in methods:
@@ -200,20 +214,23 @@ def main() -> None:
                 for m, r in runs.items()
             }
             print(header)
-            cg = summary["implicit-cg"]
+            cg = summary.get("implicit-cg")
             chol = summary.get("implicit-cholesky")
             exact = summary.get("ours-cholesky")
             for m in methods:
                 s = summary[m]
                 vs_chol = f"{s['seconds'] / chol['seconds']:.2f}" if chol else "-"
+                vs_cg = f"{s['seconds'] / cg['seconds']:.2f}" if cg else "-"
+                cpu_vs_cg = f"{s['cpu'] / cg['cpu']:.2f}" if cg else "-"
+                loss_vs_cg = f"{s['loss'] / cg['loss']:.4f}" if cg else "-"
                 jit = f"{s['jit']:.1f}" if s["jit"] is not None else "-"
                 vs_exact = f"{s['loss'] / exact['loss']:.4f}" if exact else "-"
                 all_runs = ",".join(f"{x:.1f}" for x in s["all"])
                 print(
                     f"{size:4} {s['label']:18} {s['seconds']:15.2f} {all_runs:>22} "
-                    f"{s['seconds'] / cg['seconds']:8.2f} {vs_chol:>10} {s['cpu']:7.1f} "
-                    f"{s['cpu'] / cg['cpu']:11.2f} {s['loss']:14.6g} {vs_exact:>9} "
-                    f"{s['loss'] / cg['loss']:12.4f} {s['peak']:9.0f} {s['data']:9.0f} {jit:>6}",
+                    f"{vs_cg:>8} {vs_chol:>10} {s['cpu']:7.1f} "
+                    f"{cpu_vs_cg:>11} {s['loss']:14.6g} {vs_exact:>9} "
+                    f"{loss_vs_cg:>12} {s['peak']:9.0f} {s['data']:9.0f} {jit:>6}",
                     flush=True,
                 )
 
