@@ -163,7 +163,8 @@ class Recommender:
         """The matrix whose rows list the items each user must not get, or None."""
         if exclude is None:
             return self.seen if exclude_seen else None
-        exclude = sp.csr_matrix(exclude)
+        if not isinstance(exclude, sp.csr_matrix):  # keep the caller's object: scipy caches
+            exclude = sp.csr_matrix(exclude)  # has_sorted_indices on it, checked every call
         if exclude.shape != self.seen.shape:
             raise ValueError(f"exclude has shape {exclude.shape}, the model {self.seen.shape}")
         return exclude
