@@ -68,16 +68,20 @@ class ALSConfig:
     convention as implicit's CPU ALS)."""
 
     solver: Solver = "cg"
-    """``"cholesky"``: every row solved exactly, ``x_u = (Y^T C_u Y + lambda I)^{-1} Y^T C_u p_u``
-    built in O(k^2 nnz_u + k^3). ``"cg"``: ``cg_steps`` conjugate-gradient steps per row on the
-    same system, warm-started from the previous factors (Takacs, Pilaszy & Tikk 2011) and
-    preconditioned by the shared part ``Y^T Y + lambda I`` (one Cholesky per half-sweep; a
-    step then costs O(k nnz_u), plus O(k^2) per row to change basis). CG is the default
-    because it is the solver that meets both goals set for the default on the benchmark data
-    (benchmarks/bench_als.py, 1M-10M cells): it fits in about half of implicit's CG time or
-    less, and with 4 steps its loss after 15 iterations ends within 0.5% of the exact solver's
-    (0.3% at S, where 3 steps lag by 0.8%, as implicit's CG does). The exact solver costs several times more per iteration; choose ``"cholesky"``
-    when exact sweeps matter (it never increases the loss)."""
+    """``"cholesky"``: every row solved exactly, ``x_u = (Y^T C_u Y + lambda I)^{-1} Y^T C_u p_u``,
+    in the basis where ``Y^T Y + lambda I`` is the identity (one Cholesky per half-sweep): a
+    row with fewer cells than k solves an nnz_u x nnz_u system, O(k nnz_u^2 + nnz_u^3), a
+    longer row the k x k one, O(k^2 nnz_u + k^3). ``"cg"``: ``cg_steps`` conjugate-gradient
+    steps per row on the same system, warm-started from the previous factors (Takacs, Pilaszy &
+    Tikk 2011) and preconditioned by the shared part ``Y^T Y + lambda I`` (a step costs
+    O(k nnz_u), plus O(k^2) per row to change basis). CG is the default because it is the
+    solver that meets both goals set for the default on the benchmark data
+    (benchmarks/bench_als.py, 1M-10M cells, 2 shared cores): it fits in 0.34-0.43x of
+    implicit's CG time at S (medians of three runs), 0.33x at M and 0.38x at L, and with 4
+    steps its loss after 15 iterations ends within 0.5% of the exact solver's (0.3% at S, where
+    3 steps lag by 0.8%, as implicit's CG does). The exact solver takes about twice CG's time
+    (S: 3.9 s against 2.1 s, 0.82x implicit's CG and 0.19x implicit's Cholesky); choose
+    ``"cholesky"`` when exact sweeps matter (it never increases the loss)."""
 
     cg_steps: int = 4
     """Conjugate-gradient steps per row and half-sweep (``solver="cg"`` only). 4 by default,
@@ -296,10 +300,8 @@ class ALSModel(Recommender):
         threads = cfg.num_threads or numba.config.NUMBA_NUM_THREADS
         threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         item_loss = np.empty(data.n_items, dtype=np.float64)
-        # CG's whitened copy of the fixed side, allocated once for both half-sweeps
-        whitened = np.empty(
-            (max(data.n_users, data.n_items), k) if cfg.solver == "cg" else (0, k), dtype=dtype
-        )
+        # the solvers' whitened copy of the fixed side, allocated once for both half-sweeps
+        whitened = np.empty((max(data.n_users, data.n_items), k), dtype=dtype)
         yty = None
         start = time.perf_counter()
         for it in range(1, cfg.iterations + 1):
@@ -345,38 +347,27 @@ class ALSModel(Recommender):
         whitened: np.ndarray,
     ) -> None:
         """Update every row of ``out`` with ``other`` fixed; ``loss_part`` (optional) receives
-        each row's observed-cell part of the loss; ``whitened`` is CG's scratch, at least as
-        many rows as ``other``."""
+        each row's observed-cell part of the loss; ``whitened`` is scratch for the whitened
+        ``other`` (see :func:`_kernels.cg_sweep`), at least as many rows as ``other``."""
         cfg = self.config
         G = _regularised(gram, cfg.regularization)
         loss_part = np.empty(0) if loss_part is None else loss_part
+        args = (side.indptr, side.indices, side.w, other, G, out, loss_part)
+        scratch = whitened[: len(other)]
         if cfg.solver == "cholesky":
-            failed = _kernels.cholesky_sweep(
-                side.indptr, side.indices, side.w, other, G, out, loss_part, _BLOCK
-            )
-            if failed:
-                raise FloatingPointError(
-                    f"{failed} per-row systems were not numerically positive definite; "
-                    "raise regularization or use dtype='float64'"
-                )
+            failed = _kernels.exact_sweep(*args, _BLOCK, scratch)
         else:
-            failed = _kernels.cg_sweep(
-                side.indptr,
-                side.indices,
-                side.w,
-                other,
-                G,
-                out,
-                loss_part,
-                cfg.cg_steps,
-                _BLOCK,
-                whitened[: len(other)],
+            failed = _kernels.cg_sweep(*args, cfg.cg_steps, _BLOCK, scratch)
+        if failed < 0:
+            raise FloatingPointError(
+                "the shared part Y^T Y + lambda I of the per-row systems is not numerically "
+                "positive definite; raise regularization or use dtype='float64'"
             )
-            if failed:
-                raise FloatingPointError(
-                    "the shared part Y^T Y + lambda I of the per-row systems is not numerically "
-                    "positive definite; raise regularization or use dtype='float64'"
-                )
+        if failed:
+            raise FloatingPointError(
+                f"{failed} per-row systems were not numerically positive definite; "
+                "raise regularization or use dtype='float64'"
+            )
 
     def loss(self, X) -> float:
         """The exact objective of the current factors on raw counts ``X`` (the model keeps only

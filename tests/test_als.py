@@ -29,17 +29,21 @@ def varied_counts(rng, n_users=70, n_items=45, k_max=None) -> sp.csr_matrix:
     return sp.csr_matrix((data, (rows, cols)), shape=(n_users, n_items))
 
 
-def kernel_half_sweep(solver, counts, Y, dtype, scaling="raw", steps=3, X0=None):
-    """One half-sweep of the kernel, with inputs built here (not by als.py) from the formulas."""
+def kernel_half_sweep(solver, counts, Y, dtype, scaling="raw", steps=3, X0=None, alpha=ALPHA):
+    """One half-sweep of a kernel (``"cholesky"``: fold-in's, ``"exact"``: fit's exact solver,
+    ``"cg"``), with inputs built here (not by als.py) from the formulas."""
     m = sp.csr_matrix(counts)
     r = m.data.astype(np.float64)
-    w = (ALPHA * (np.log1p(r) if scaling == "log" else r)).astype(dtype)
+    w = (alpha * (np.log1p(r) if scaling == "log" else r)).astype(dtype)
     Y = np.ascontiguousarray(Y, dtype=dtype)
     G = (Y.astype(np.float64).T @ Y.astype(np.float64) + LAM * np.eye(Y.shape[1])).astype(dtype)
     X = np.zeros((m.shape[0], Y.shape[1]), dtype=dtype) if X0 is None else X0.astype(dtype)
     indptr, indices = m.indptr.astype(np.int64), m.indices.astype(np.int32)
     if solver == "cholesky":
         assert _kernels.cholesky_sweep(indptr, indices, w, Y, G, X, np.empty(0), 16) == 0
+    elif solver == "exact":
+        scratch = np.empty_like(Y)
+        assert _kernels.exact_sweep(indptr, indices, w, Y, G, X, np.empty(0), 16, scratch) == 0
     else:
         assert (
             _kernels.cg_sweep(indptr, indices, w, Y, G, X, np.empty(0), steps, 16, np.empty_like(Y))
@@ -55,11 +59,17 @@ def rel_err(a, b) -> float:
 # ---------------------------------------------------------------------- kernels vs closed form
 @pytest.mark.parametrize(("dtype", "tol"), [(np.float32, 1e-4), (np.float64, 1e-9)])
 @pytest.mark.parametrize("scaling", ["raw", "log"])
-def test_cholesky_half_sweep_equals_closed_form(rng, dtype, tol, scaling):
+@pytest.mark.parametrize("solver", ["cholesky", "exact"])
+@pytest.mark.parametrize("alpha", [ALPHA, 0.0])
+def test_cholesky_half_sweep_equals_closed_form(rng, dtype, tol, scaling, solver, alpha):
+    """Rows of 0 to 44 cells with 12 factors, so the exact kernel takes both its small
+    (fewer cells than factors) and its k x k systems; alpha 0 (every weight 0) sends every row
+    to the k x k system."""
     counts = varied_counts(rng)
     Y = rng.normal(scale=0.3, size=(counts.shape[1], 12))
-    want = solve_rows(counts, Y, ALPHA, LAM, scaling)
-    got = kernel_half_sweep("cholesky", counts, Y, dtype, scaling)
+    want = solve_rows(counts, Y, alpha, LAM, scaling)
+    X0 = rng.normal(size=want.shape)  # the exact solve must not depend on the start
+    got = kernel_half_sweep(solver, counts, Y, dtype, scaling, X0=X0, alpha=alpha)
     assert rel_err(got, want) < tol
     # per row too, so an error in a small row cannot hide behind large rows
     for u in np.flatnonzero(np.diff(counts.indptr)):
@@ -112,7 +122,7 @@ def test_cg_reports_a_shared_part_that_is_not_positive_definite(rng):
         m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(np.float64),
         Y, -np.eye(4), X, np.empty(0), 3, 16, np.empty_like(Y),
     )  # fmt: skip
-    assert failed == 1 and np.all(X == 1)
+    assert failed == -1 and np.all(X == 1)
 
 
 def test_kernels_do_not_depend_on_the_thread_count(rng):
