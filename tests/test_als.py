@@ -130,17 +130,21 @@ def test_kernels_do_not_depend_on_the_thread_count(rng):
 
     counts = varied_counts(rng, n_users=300)
     Y = rng.normal(scale=0.3, size=(counts.shape[1], 16))
-    results = []
+    X0 = rng.random((counts.shape[0], 16))
+    solvers = ("cholesky", "exact", "cg")
+    results = {}
     before = numba.get_num_threads()
     try:
         for threads in (1, numba.config.NUMBA_NUM_THREADS):
             numba.set_num_threads(threads)
-            results.append(kernel_half_sweep("cholesky", counts, Y, np.float32))
-            results.append(kernel_half_sweep("cg", counts, Y, np.float32))
+            for solver in solvers:
+                results[solver, threads] = kernel_half_sweep(solver, counts, Y, np.float32, X0=X0)
     finally:
         numba.set_num_threads(before)
-    np.testing.assert_array_equal(results[0], results[2])
-    np.testing.assert_array_equal(results[1], results[3])
+    for solver in solvers:
+        np.testing.assert_array_equal(
+            results[solver, 1], results[solver, numba.config.NUMBA_NUM_THREADS]
+        )
 
 
 # ---------------------------------------------------------------------- training
