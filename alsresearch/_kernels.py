@@ -112,6 +112,17 @@ def _max_row_length(indptr, lo, hi):
     return m
 
 
+@njit(inline="always")
+def _system_scratch(indptr, lo, hi, Y):
+    """Scratch for building the k x k systems of rows ``lo..hi-1``: ``(Yu, Yw, A, b)``, with
+    ``Yu`` and ``Yw`` as long as the longest row."""
+    k = Y.shape[1]
+    m = _max_row_length(indptr, lo, hi)
+    Yu = np.empty((m, k), dtype=Y.dtype)
+    Yw = np.empty((m, k), dtype=Y.dtype)
+    return Yu, Yw, np.empty((k, k), dtype=Y.dtype), np.empty(k, dtype=Y.dtype)
+
+
 @njit(inline="always", fastmath=_FASTMATH)
 def _gather(indptr, indices, Y, u, out):
     """Copy the other-side rows of row ``u``'s cells into ``out`` (contiguous, reused)."""
@@ -176,11 +187,7 @@ def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block):
     for blk in prange(n_blocks):
         lo = blk * block
         hi = min(n, lo + block)
-        m = _max_row_length(indptr, lo, hi)
-        Yu = np.empty((m, k), dtype=Y.dtype)
-        Yw = np.empty((m, k), dtype=Y.dtype)
-        A = np.empty((k, k), dtype=Y.dtype)
-        b = np.empty(k, dtype=Y.dtype)
+        Yu, Yw, A, b = _system_scratch(indptr, lo, hi, Y)
         for u in range(lo, hi):
             p0 = indptr[u]
             nu = _gather(indptr, indices, Y, u, Yu)
@@ -419,12 +426,8 @@ def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz):
     for blk in prange(n_blocks):
         lo = blk * block
         hi = min(n, lo + block)
-        m = _max_row_length(indptr, lo, hi)
-        Yu = np.empty((m, k), dtype=Y.dtype)
-        Yw = np.empty((m, k), dtype=Y.dtype)
-        A = np.empty((k, k), dtype=Y.dtype)
-        b = np.empty(k, dtype=Y.dtype)
-        mk = min(m, k)
+        Yu, Yw, A, b = _system_scratch(indptr, lo, hi, Y)
+        mk = min(Yu.shape[0], k)
         K = np.empty((mk, mk), dtype=Y.dtype)
         t = np.empty(mk, dtype=Y.dtype)
         Zb = np.empty((hi - lo, k), dtype=Y.dtype)
