@@ -34,6 +34,12 @@ The artefact, in :func:`alsresearch.paths.models_dir` (git-ignored), for ``name=
 Every file is written to a temporary file in the same directory and renamed over the old one
 (``os.replace``), so a reader sees the old file or the new one, never half a file; the card is
 written last. The files being replaced are first kept under ``archive/<UTC time>-<name>.*``.
+
+The three renames are one unit: before the first, a journal ``.<name>.promotion.json`` records
+each file and its archive copy, and it is removed after the last. A promotion that failed with
+an exception puts the old files back itself; one killed between renames leaves the journal, and
+then the service refuses to start (naming it) and :func:`recover` (run by the next
+:func:`promote`, or ``alsresearch promote --recover``) puts the previous set back.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ __all__ = [
     "load_params",
     "promote",
     "read_card",
+    "recover",
 ]
 
 ARCHIVE_DIR = "archive"
@@ -81,6 +88,11 @@ class ArtefactPaths:
 
     def existing(self) -> list[Path]:
         return [p for p in (self.model, self.popularity, self.card) if p.exists()]
+
+    @property
+    def journal(self) -> Path:
+        """Present only while (or after an interrupted) promotion renames the files."""
+        return self.model.with_name(f".{self.model.name.removesuffix('.npz')}.promotion.json")
 
 
 def artefact_paths(model_path: str | Path) -> ArtefactPaths:
@@ -240,6 +252,8 @@ def promote(
 
     previous = None
     notes: list[str] = []
+    if recover(target.model):
+        notes.append("an interrupted promotion was undone first (its journal was left)")
     if target.card.exists():
         try:
             previous = read_card(target.card)
@@ -429,23 +443,86 @@ def _write_artefact(target: ArtefactPaths, model, fallback, card: dict[str, Any]
         for tmp in staged.values():  # Recommender.save leaves mkstemp's 0600
             os.chmod(tmp, _file_mode())
         archived = _archive(target)
-        for final in (target.popularity, target.model, target.card):
+        finals = (target.popularity, target.model, target.card)
+        journal = {
+            "version": 1,
+            "files": [
+                [str(f), str(archived.get(f, "")), file_digest(staged[f]), str(staged[f])]
+                for f in finals
+            ],
+        }
+        _write_json_atomic(target.journal, journal)
+        for final in finals:
             os.replace(staged[final], final)
             del staged[final]
             replaced.append(final)
+        target.journal.unlink()
     except BaseException:
-        for final in replaced:
-            if final in archived:
-                _copy_atomic(archived[final], final)
-            else:
-                final.unlink(missing_ok=True)
+        _put_back({final: archived.get(final) for final in replaced})
         for copy in archived.values():
             copy.unlink(missing_ok=True)
+        target.journal.unlink(missing_ok=True)
         raise
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
     return list(archived.values())
+
+
+def _write_json_atomic(path: Path, value) -> None:
+    tmp = _staging(path)
+    try:
+        tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _put_back(previous: Mapping[Path, Path | None]) -> None:
+    """Each file back to its archive copy, or removed where there was none before."""
+    for final, copy in previous.items():
+        if copy is not None:
+            _copy_atomic(copy, final)
+        else:
+            final.unlink(missing_ok=True)
+
+
+def recover(model_path: str | Path) -> list[Path]:
+    """Undo a promotion of ``model_path``'s artefact that was killed between its renames.
+
+    Reads the journal the promotion left (see the module docstring). When every new file is
+    already in place (killed after the last rename) it only removes the journal and returns
+    ``[]``; otherwise it puts every file back to its archive copy (or removes it where there
+    was none before; the archive copies stay in ``archive/``), removes the journal and returns
+    the files restored. Without a journal nothing was interrupted: returns ``[]``. A journal
+    that cannot be read raises ValueError naming it.
+    """
+    target = artefact_paths(model_path)
+    if not target.journal.exists():
+        return []
+    try:
+        entries = json.loads(target.journal.read_text(encoding="utf-8"))["files"]
+        previous = {Path(f): (Path(copy) if copy else None) for f, copy, _, _ in entries}
+        done = all(Path(f).exists() and file_digest(Path(f)) == new for f, _, new, _ in entries)
+        staged = [Path(tmp) for _, _, _, tmp in entries]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{target.journal}: unreadable promotion journal ({exc})") from exc
+    ours = {target.popularity, target.model, target.card}
+    strays = [p for p in staged if p.parent != target.model.parent or p.suffix != ".tmp"]
+    if set(previous) != ours or strays:
+        raise ValueError(f"{target.journal}: names files that are not this artefact's")
+    for tmp in staged:  # the renames it did not reach
+        tmp.unlink(missing_ok=True)
+    if done:
+        target.journal.unlink()
+        return []
+    missing = [copy for copy in previous.values() if copy is not None and not copy.exists()]
+    if missing:
+        raise ValueError(f"{target.journal}: archive copy {missing[0]} is gone; cannot undo")
+    _put_back(previous)
+    target.journal.unlink()
+    return list(previous)
 
 
 # ---------------------------------------------------------------------- command line
@@ -473,8 +550,14 @@ def add_command(subparsers) -> None:
     p.add_argument(
         "--params",
         type=Path,
-        required=True,
-        help='JSON file: ALS parameters, or tuning\'s best.json ({"params": {...}})',
+        help='JSON file: ALS parameters, or tuning\'s best.json ({"params": {...}}); required '
+        "unless --recover",
+    )
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="only undo a promotion that was killed between its renames (put the previous "
+        "files back from models/archive/) and exit",
     )
     p.add_argument("--name", default="als_baseline", help="artefact name (default als_baseline)")
     p.add_argument("--models-dir", type=Path, default=None, help="default: models/ in the repo")
@@ -489,6 +572,12 @@ def add_command(subparsers) -> None:
 def _promote_command(args) -> int:
     from alsresearch.experiments import load_data
 
+    if args.recover:
+        restored = recover(_named_paths(args.name, args.models_dir).model)
+        print(f"restored {', '.join(map(str, restored))}" if restored else "nothing to recover")
+        return 0
+    if args.params is None:
+        raise ValueError("--params is required (unless --recover)")
     if args.default and args.events:
         raise ValueError("give --events FILE or --default, not both")
     data = load_data(args.events, args.user_col, args.item_col, args.weight_col)

@@ -93,6 +93,11 @@ class RecommendationService:
         from alsresearch.files import file_digest
 
         files = artefact_paths(model_path)
+        if files.journal.exists():
+            raise ModelFileError(
+                f"{files.journal}: a promotion of {files.model.name} was interrupted between "
+                "its renames; `alsresearch promote --recover` puts the previous files back"
+            )
         model = load_model(files.model)
         name = files.model.name.removesuffix(".npz")
         card: dict[str, Any] = {}

@@ -16,6 +16,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -217,6 +218,90 @@ def test_a_failed_write_leaves_the_previous_artefact_whole(
     assert snapshot(models) == before  # the model and popularity files were put back
     assert not list((models / "archive").glob("*"))
     assert not [p.name for p in models.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+# A promotion killed (os._exit, no exception handler runs) after its n-th artefact rename.
+KILLED_PROMOTION = """
+import os, sys
+from pathlib import Path
+from alsresearch import export
+from alsresearch.datasets import load_default
+
+models, after = Path(sys.argv[1]), int(sys.argv[2])
+real_replace, done = os.replace, []
+
+def replace(src, dst):
+    real_replace(src, dst)
+    if Path(dst).parent == models and not Path(dst).name.startswith("."):
+        done.append(dst)
+        if len(done) == after:
+            os._exit(9)
+
+export.os.replace = replace
+export.promote({"factors": 4, "iterations": 3, "alpha": 1.0}, load_default(), models_dir=models,
+               force=True)
+"""
+
+
+@pytest.mark.parametrize("renamed", [1, 2, 3])
+def test_a_promotion_killed_between_renames_is_refused_then_undone(current, renamed):
+    """Killed after the popularity file (1), the model (2) or the card (3, before the journal
+    went): the service refuses to start and names the journal; ``promote --recover`` puts the
+    previous set back (1, 2) or, the new set being whole, only drops the journal (3)."""
+    from alsresearch.base import ModelFileError
+    from alsresearch.serve import RecommendationService
+
+    models, _ = current
+    before = snapshot(models)
+    run = subprocess.run(
+        [sys.executable, "-c", KILLED_PROMOTION, str(models), str(renamed)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 9, run.stderr
+    files = artefact_paths(models / "als_baseline.npz")
+    assert files.journal.exists()
+    with pytest.raises(ModelFileError, match=r"promotion\.json.*interrupted.*--recover"):
+        RecommendationService.load(files.model)
+
+    assert main(["promote", "--recover", "--models-dir", str(models)]) == 0
+    assert not files.journal.exists()
+    after = {k: v for k, v in snapshot(models).items() if not k.startswith(".")}
+    if renamed < 3:
+        assert after == before  # byte for byte the previous artefact
+    else:
+        assert after != before and set(after) == set(before)  # the new one, whole
+    RecommendationService.load(files.model)  # starts: checksums match the card
+    assert not [p.name for p in models.iterdir() if p.name.startswith(".")]
+
+
+def test_the_next_promotion_undoes_an_interrupted_one_first(current, movielens):
+    models, _ = current
+    run = subprocess.run(
+        [sys.executable, "-c", KILLED_PROMOTION, str(models), "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 9, run.stderr
+    result = promote(GOOD, movielens, models_dir=models)
+    assert result.promoted and "interrupted promotion was undone" in result.reason
+    assert not artefact_paths(models / "als_baseline.npz").journal.exists()
+
+
+def test_recover_without_a_journal_does_nothing_and_a_bad_journal_is_named(current, tmp_path):
+    models, _ = current
+    files = artefact_paths(models / "als_baseline.npz")
+    assert export.recover(files.model) == []
+    files.journal.write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable promotion journal"):
+        export.recover(files.model)
+    elsewhere = [[str(tmp_path / "x"), "", "0", str(models / ".a.tmp")]] * 3
+    files.journal.write_text(json.dumps({"version": 1, "files": elsewhere}))
+    with pytest.raises(ValueError, match="not this artefact's"):
+        export.recover(files.model)
+    assert (models / "als_baseline.npz").exists()
 
 
 # ---------------------------------------------------------------------- parameters
