@@ -496,7 +496,7 @@ def topk_quantized(
     if X.shape[1] != factors.shape[1]:
         raise ValueError(f"user factors have {X.shape[1]} columns, items {factors.shape[1]}")
     if seen is None:
-        indptr, indices, exclude = np.zeros(len(X) + 1, np.int64), np.zeros(0, np.int32), False
+        indptr, indices, exclude = np.zeros(1, np.int64), np.zeros(0, np.int32), False  # unread
     else:
         if seen.shape != (len(X), n_items):
             raise ValueError(f"seen has shape {seen.shape}, expected {(len(X), n_items)}")
