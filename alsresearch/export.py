@@ -60,7 +60,7 @@ from typing import Any
 
 from alsresearch import paths
 from alsresearch.data import Interactions, coerce_interactions
-from alsresearch.files import file_digest
+from alsresearch.files import atomic_write, file_digest, new_file_mode
 from alsresearch.provenance import environment_record, utc_now
 
 __all__ = [
@@ -370,13 +370,6 @@ def promote(
 
 
 # ---------------------------------------------------------------------- writing
-def _file_mode() -> int:
-    """Permissions of a new file under the current umask (mkstemp would leave 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _staging(final: Path) -> Path:
     """An empty temporary file beside ``final`` (same file system, so os.replace is atomic)."""
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
@@ -385,13 +378,15 @@ def _staging(final: Path) -> Path:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = _staging(dst)
-    try:
-        shutil.copy2(src, tmp)  # keeps the source's permissions
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``src``'s bytes to ``dst`` through :func:`~alsresearch.files.atomic_write`, keeping
+    ``src``'s permissions and times (an archive copy looks like the file it keeps)."""
+
+    def copy(fh) -> None:
+        with src.open("rb") as source:
+            shutil.copyfileobj(source, fh)
+
+    atomic_write(dst, copy)
+    shutil.copystat(src, dst)
 
 
 def archive_paths(target: ArtefactPaths, stamp: str) -> dict[Path, Path]:
@@ -441,7 +436,7 @@ def _write_artefact(target: ArtefactPaths, model, fallback, card: dict[str, Any]
             json.dumps(card, indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
         for tmp in staged.values():  # Recommender.save leaves mkstemp's 0600
-            os.chmod(tmp, _file_mode())
+            os.chmod(tmp, new_file_mode())
         archived = _archive(target)
         finals = (target.popularity, target.model, target.card)
         journal = {
@@ -451,7 +446,7 @@ def _write_artefact(target: ArtefactPaths, model, fallback, card: dict[str, Any]
                 for f in finals
             ],
         }
-        _write_json_atomic(target.journal, journal)
+        atomic_write(target.journal, lambda fh: fh.write(json.dumps(journal).encode()))
         for final in finals:
             os.replace(staged[final], final)
             del staged[final]
@@ -467,16 +462,6 @@ def _write_artefact(target: ArtefactPaths, model, fallback, card: dict[str, Any]
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
     return list(archived.values())
-
-
-def _write_json_atomic(path: Path, value) -> None:
-    tmp = _staging(path)
-    try:
-        tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _put_back(previous: Mapping[Path, Path | None]) -> None:

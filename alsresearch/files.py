@@ -9,7 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "file_digest"]
+__all__ = ["atomic_write", "file_digest", "new_file_mode"]
+
+
+def new_file_mode() -> int:
+    """Permissions of a new file under the current umask (mkstemp alone would leave 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write(target: str | Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -25,9 +32,7 @@ def atomic_write(target: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
