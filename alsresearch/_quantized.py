@@ -51,7 +51,7 @@ from alsresearch._simd import (
     upper_bound_mask,
     zeros,
 )
-from alsresearch.topk import _heap_sort, _sift_down, _without_threads, _worse, topk
+from alsresearch.topk import _heap_sort, _offer, _without_threads, topk
 
 __all__ = ["QuantizedItems", "quantize", "screen_bounds", "topk_quantized"]
 
@@ -262,22 +262,9 @@ def _admit(u, i, a, slack, k, hv, hi, size, thr, thr32, cand, cup, n_cand, over)
     cand[u, n_cand[u]] = i
     cup[u, n_cand[u]] = upper
     n_cand[u] += 1
-    lower = a - slack
-    if size[u] < k:
-        hv[u, size[u]] = lower
-        hi[u, size[u]] = i
-        size[u] += 1
-        if size[u] == k:
-            for pos in range(k // 2 - 1, -1, -1):
-                _sift_down(hv[u], hi[u], pos, k)
-            t = hv[u, 0]
-    elif lower > t:
-        hv[u, 0] = lower
-        hi[u, 0] = i
-        _sift_down(hv[u], hi[u], 0, k)
-        t = hv[u, 0]
-    if t > thr[u]:
-        thr[u] = t
+    size[u] = _offer(hv[u], hi[u], size[u], k, a - slack, i)  # the k best lower bounds
+    if size[u] == k and hv[u, 0] > t:
+        t = thr[u] = hv[u, 0]
         thr32[u] = np.float32(t - abs(t) * 1e-6)  # rounded float32 never above t
 
 
@@ -383,20 +370,7 @@ def _screen_tile(
             s = 0.0
             for j in range(kf):
                 s += np.float64(x[j]) * np.float64(factors[i, j])
-            if m < k:
-                s_hv[m] = s
-                s_hi[m] = i
-                m += 1
-                if m == k:
-                    for p in range(k // 2 - 1, -1, -1):
-                        _sift_down(s_hv, s_hi, p, k)
-            elif _worse(s_hv[0], s_hi[0], s, i):
-                s_hv[0] = s
-                s_hi[0] = i
-                _sift_down(s_hv, s_hi, 0, k)
-        if m < k:
-            for p in range(m // 2 - 1, -1, -1):
-                _sift_down(s_hv, s_hi, p, m)
+            m = _offer(s_hv, s_hi, m, k, s, i)
         _heap_sort(s_hv, s_hi, m)
         for j in range(m):
             out_idx[r, j] = s_hi[j]

@@ -40,6 +40,30 @@ def _sift_down(hv, hi, pos, size):
 
 
 @njit(inline="always")
+def _offer(hv, hi, size, k, v, i):
+    """Keep the best ``k`` pairs (score ``v``, index ``i``) offered so far in the min-heap
+    ``hv`` / ``hi`` of ``size`` entries (the worst at the root, ties to the lower index);
+    returns the new size."""
+    if size < k:
+        pos = size
+        hv[pos] = v
+        hi[pos] = i
+        while pos > 0:  # sift up
+            parent = (pos - 1) // 2
+            if not _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
+                break
+            hv[pos], hv[parent] = hv[parent], hv[pos]
+            hi[pos], hi[parent] = hi[parent], hi[pos]
+            pos = parent
+        return size + 1
+    if _worse(hv[0], hi[0], v, i):
+        hv[0] = v
+        hi[0] = i
+        _sift_down(hv, hi, 0, k)
+    return size
+
+
+@njit(inline="always")
 def _heap_sort(hv, hi, size):
     """Sort a min-heap of ``size`` entries in place, best first (pop the worst to the end)."""
     end = size
@@ -66,19 +90,7 @@ def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
         while j < n and size < k:  # fill the heap with the first k candidates
             v = s[j]
             if v > -np.inf:  # skips -inf and NaN
-                # sift up
-                pos = size
-                hv[pos] = v
-                hi[pos] = j
-                size += 1
-                while pos > 0:
-                    parent = (pos - 1) // 2
-                    if _worse(hv[pos], hi[pos], hv[parent], hi[parent]):
-                        hv[pos], hv[parent] = hv[parent], hv[pos]
-                        hi[pos], hi[parent] = hi[parent], hi[pos]
-                        pos = parent
-                    else:
-                        break
+                size = _offer(hv, hi, size, k, v, j)
             j += 1
         # Every entry in the full heap has a lower index than j, so j loses ties and gets in
         # only with a strictly higher score than the worst entry (NaN compares False).
