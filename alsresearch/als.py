@@ -385,28 +385,20 @@ class ALSModel(Recommender):
         rows = np.asarray(rows, dtype=np.int64)
         return np.asarray(self.user_factors[rows] @ self.item_factors.T, dtype=np.float32)
 
-    def topk_rows(
-        self,
-        rows: np.ndarray,
-        n: int,
-        exclude_seen: bool = True,
-        exclude: sp.csr_matrix | None = None,
+    def _topk(
+        self, rows: np.ndarray, n: int, mask: sp.csr_matrix | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``n`` of internal user rows (see :meth:`Recommender.topk_rows`), through a
-        4-bit screen of the item factors that reads an eighth of their bytes, longest items
-        first, stops where no item left can make the list, and rescores only the items that
-        still can (:mod:`alsresearch._quantized`). The screen is built on first use and rebuilt
-        whenever the item factors change (every fit iteration, load). Lists longer than
+        """Exact top-``n`` (see :meth:`Recommender.topk_rows`) through a 4-bit screen of the
+        item factors that reads an eighth of their bytes, longest items first, stops where no
+        item left can make the list, and rescores only the items that still can
+        (:mod:`alsresearch._quantized`). The screen is built on first use and rebuilt whenever
+        the item factors change (every fit iteration, load). Lists longer than
         ``_SCREEN_MAX_N`` take the base path (one matrix product and the shared top-k kernel)."""
-        self._check_fitted()
-        n = min(validate_n(n), self.n_items)
-        rows = np.asarray(rows, dtype=np.int64)
         if n > _SCREEN_MAX_N:
-            return super().topk_rows(rows, n, exclude_seen, exclude)
+            return super()._topk(rows, n, mask)
         screen = self._screen
         if screen is None or screen.factors is not self.item_factors:
             screen = self._screen = _quantized.quantize(self.item_factors)
-        mask = self._exclusions(exclude_seen, exclude)
         return _quantized.topk_quantized(screen, self.user_factors, rows, n, mask)
 
     def fold_in(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:

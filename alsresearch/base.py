@@ -186,7 +186,14 @@ class Recommender:
         self._check_fitted()
         rows = np.asarray(rows, dtype=np.int64)
         n = min(validate_n(n), self.n_items)
-        mask = self._exclusions(exclude_seen, exclude)
+        return self._topk(rows, n, self._exclusions(exclude_seen, exclude))
+
+    def _topk(
+        self, rows: np.ndarray, n: int, mask: sp.csr_matrix | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`topk_rows` with checked arguments (``mask``: the items to exclude, or None):
+        by default ``score_rows`` on chunks of users and the shared top-k kernel; a model with
+        a faster way overrides this hook."""
         idx = np.empty((len(rows), n), dtype=np.int64)
         val = np.empty((len(rows), n), dtype=np.float32)
         for start in range(0, len(rows), SCORE_CHUNK):
