@@ -607,7 +607,7 @@ def load_default(min_rating: float | None = None) -> Interactions:
     ``make demo`` use by default. MovieLens terms: research use, no commercial use without
     permission, cite Harper & Konstan (2015); see ``data/ml-latest-small/README.txt``.
     """
-    return read_movielens(paths.data_dir() / "ml-latest-small" / "ratings.csv", min_rating)
+    return read_movielens(paths.resource("ml-latest-small", "ratings.csv"), min_rating)
 
 
 def read_lastfm(path: str | Path) -> Interactions:

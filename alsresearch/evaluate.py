@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from alsresearch.base import validate_n
+from alsresearch.checks import check_int
 from alsresearch.data import Interactions, coerce_interactions
 from alsresearch.metrics import (
     PER_USER_METRICS,
@@ -43,7 +44,15 @@ from alsresearch.metrics import (
 )
 from alsresearch.split import cold_items
 
-__all__ = ["ALL_METRICS", "SCORE_BLOCK_BYTES", "EvaluationResult", "evaluate"]
+__all__ = [
+    "ALL_METRICS",
+    "SCORE_BLOCK_BYTES",
+    "EvaluationResult",
+    "check_trained_on",
+    "compare",
+    "evaluate",
+    "flat_metrics",
+]
 
 #: every metric ``evaluate`` can report, in report order
 ALL_METRICS = (*PER_USER_METRICS, "coverage", "popularity_rank")
@@ -209,8 +218,8 @@ def evaluate(
         rows = np.intersect1d(rows, wanted)
     if chunk_size is None:
         chunk_size = max(1, min(_MAX_CHUNK, SCORE_BLOCK_BYTES // (4 * n_items)))
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    else:
+        chunk_size = check_int(chunk_size, "chunk_size", low=1)
 
     user_metrics = [n for n in names if n in PER_USER_METRICS]
     ranks = popularity_ranks(train.matrix) if "popularity_rank" in names else None
@@ -273,3 +282,40 @@ def evaluate(
         recommended=recommended,
         buckets=buckets,
     )
+
+
+def compare(models: dict, train: Interactions, test: Interactions, k: int = 10):
+    """Evaluate fitted models on one split: ``(table, results)``.
+
+    ``table`` has one row per model and one column per metric; ``results`` maps each name to
+    its :class:`EvaluationResult` (for per-user and by-history views).
+    """
+    results = {name: evaluate(model, train, test, k=k) for name, model in models.items()}
+    table = pd.DataFrame({name: r.metrics for name, r in results.items()}).T
+    table.index.name = "model"
+    return table, results
+
+
+def flat_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """``{"<model>_<metric>": value}`` from a :func:`compare` table (for results.json)."""
+    return {
+        f"{model}_{name}": float(v) for model, row in table.iterrows() for name, v in row.items()
+    }
+
+
+def check_trained_on(model, train: Interactions, what: str = "the model") -> None:
+    """Raise ValueError unless ``model`` was fitted on exactly ``train``: the same users and
+    items in the same order, and the same cells. Scoring a model on a test split it was not
+    trained beside would score items it was trained on as if they were new."""
+    seen = train.matrix.copy()
+    seen.data[:] = 1
+    if not (
+        np.array_equal(model.user_ids, train.user_ids)
+        and np.array_equal(model.item_ids, train.item_ids)
+        and (model.seen != seen).nnz == 0
+    ):
+        raise ValueError(
+            f"{what} was not trained on the training part of this split of these data: "
+            "evaluating it would score items it was trained on. Train it with the same data "
+            "source and split (`alsresearch train` with the same options)."
+        )

@@ -243,7 +243,7 @@ def _notebook_path(value: Any, where: str) -> Path:
         raise ValueError(f"{where}.notebook must be a path to a .ipynb file, got {value!r}")
     path = Path(value)
     if not path.is_absolute():
-        path = paths.REPO_ROOT / path
+        path = paths.home() / path
     if not path.is_file():
         raise FileNotFoundError(f"{where}.notebook: {path} does not exist")
     return path

@@ -1,51 +1,86 @@
-"""Where things live. Every path in the project comes from here, computed from ``__file__``.
+"""Where things live. Every path the package reads or writes comes from here.
 
-The repository root can be moved elsewhere with the ``ALSRESEARCH_HOME`` environment variable
-(used by tests that must not touch the working tree).
+Two kinds of paths, kept apart:
+
+- **What the package ships** (read-only, inside the installed package, read through
+  ``importlib.resources``): the shipped MovieLens data, the default search space, the demo
+  experiment and its notebooks. :func:`resource` finds them.
+- **What a run writes** (the user's): study databases, run folders, promoted models. They go
+  under :func:`home`: ``$ALSRESEARCH_HOME`` when set, else the current working directory, never
+  inside the installed package. In a checkout, run from the repository root, that is the
+  checkout itself, so ``experiments/runs/`` and ``models/`` are where the README says.
+
+The download cache follows the XDG convention (:func:`cache_dir`).
 """
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
+
+__all__ = [
+    "cache_dir",
+    "checkout_root",
+    "experiments_dir",
+    "home",
+    "models_dir",
+    "resource",
+    "runs_dir",
+    "shared_datasets_dir",
+]
 
 
 def home() -> Path:
-    """The project root: ``$ALSRESEARCH_HOME`` if set, else the repository checkout."""
+    """Where runs, studies and models are written: ``$ALSRESEARCH_HOME``, else the current
+    working directory."""
     env = os.environ.get("ALSRESEARCH_HOME")
-    return Path(env).resolve() if env else REPO_ROOT
-
-
-def data_dir() -> Path:
-    """Shipped raw data (immutable, in git)."""
-    return REPO_ROOT / "data"
-
-
-def notebooks_dir() -> Path:
-    return REPO_ROOT / "notebooks"
+    return Path(env).expanduser().resolve() if env else Path.cwd()
 
 
 def experiments_dir() -> Path:
-    """Experiment parameter files (in git) and, under ``runs/``, run outputs (ignored)."""
+    """Experiment files the user edits, and (by default) Optuna study databases."""
     return home() / "experiments"
 
 
 def runs_dir() -> Path:
+    """Run outputs: executed notebooks, results.json, sweeps (git-ignored in a checkout)."""
     return experiments_dir() / "runs"
 
 
 def models_dir() -> Path:
-    """Promoted model artefacts (git-ignored)."""
+    """Promoted model artefacts (git-ignored in a checkout)."""
     return home() / "models"
+
+
+def resource(*parts: str) -> Path:
+    """A file the package ships, e.g. ``resource("search_space.yaml")``,
+    ``resource("ml-latest-small", "ratings.csv")``, ``resource("notebooks")``.
+
+    Raises FileNotFoundError naming the resource when the installed package lacks it.
+    """
+    path = Path(str(resources.files("alsresearch").joinpath("resources", *parts)))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"packaged resource {'/'.join(parts)} is missing from {path.parent}: the package "
+            "was installed without its data files"
+        )
+    return path
+
+
+def checkout_root() -> Path | None:
+    """The git checkout holding the package's code (an editable install), else None."""
+    root = PACKAGE_DIR.parent
+    return root if (root / ".git").exists() and (root / "pyproject.toml").is_file() else None
 
 
 def shared_datasets_dir() -> Path | None:
     """``../shared/datasets`` beside the checkout, if this machine has it (developers only)."""
-    candidate = REPO_ROOT.parent / "shared" / "datasets"
-    return candidate if candidate.is_dir() else None
+    root = checkout_root()
+    candidate = root.parent / "shared" / "datasets" if root else None
+    return candidate if candidate is not None and candidate.is_dir() else None
 
 
 def cache_dir() -> Path:

@@ -13,7 +13,7 @@ import sys
 from datetime import UTC, datetime
 from importlib import metadata
 
-from alsresearch.paths import REPO_ROOT
+from alsresearch.paths import checkout_root
 
 PACKAGES = (
     "alsresearch",
@@ -43,8 +43,12 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def git_state(repo=REPO_ROOT) -> dict:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding the code."""
+def git_state(repo=None) -> dict:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding the code
+    (both None for an installed package, whose version :func:`package_versions` records)."""
+    repo = repo or checkout_root()
+    if repo is None:
+        return {"commit": None, "dirty": None}
 
     def run(*args: str) -> str | None:
         try:

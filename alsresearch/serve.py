@@ -36,17 +36,17 @@ line on stderr naming the path and the problem (exit status 1).
 
 import json
 import re
-import sys
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from alsresearch import paths
-from alsresearch.base import ModelFileError, Recommender, load_model
+from alsresearch.base import Recommender, load_model
+from alsresearch.checks import check_int
 from alsresearch.data import Interactions
+from alsresearch.errors import ModelFileError
 
-__all__ = ["MAX_BATCH", "MAX_N", "RecommendationService", "create_app"]
+__all__ = ["MAX_BATCH", "MAX_N", "RecommendationService", "create_app", "run"]
 
 MAX_N = 1000
 MAX_BATCH = 10_000
@@ -415,66 +415,32 @@ def _exact_integer_bounds(node):
     return node
 
 
-# ---------------------------------------------------------------------- command line
-def add_command(subparsers) -> None:
-    default_model = paths.models_dir() / "als_baseline.npz"
-    p = subparsers.add_parser(
-        "serve",
-        help="serve a promoted model over HTTP (FastAPI + uvicorn)",
-        description="Load a promoted model once and answer recommendation requests over HTTP. "
-        "OpenAPI docs at /docs.",
-    )
-    p.add_argument(
-        "--model", type=FilePath, default=default_model, help=f"default: {default_model}"
-    )
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
-    p.add_argument("--no-access-log", action="store_true", help="do not log every request")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="BLAS and numba threads for scoring (default 1: requests are small and answered "
-        "one at a time; on a busy machine multi-threaded kernels wait for their threads). "
-        "0 keeps the libraries' defaults (all cores).",
-    )
-    p.set_defaults(func=_serve_command)
+# ---------------------------------------------------------------------- running
+def run(
+    model_path: str | FilePath,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    access_log: bool = True,
+    threads: int = 1,
+) -> None:
+    """Load the model once and serve it with uvicorn until stopped.
 
+    ``threads`` caps BLAS and numba threads for scoring (1 by default: requests are small and
+    answered one at a time, and on a busy machine multi-threaded kernels wait for their
+    threads); 0 keeps the libraries' defaults (all cores). A model that cannot be loaded raises
+    ModelFileError / FileNotFoundError / ValueError naming the file, before the port is bound.
+    """
+    import uvicorn
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _serve_command(args) -> int:
-    try:
-        import uvicorn
-    except ImportError as exc:
-        print(
-            f"alsresearch serve: needs the serve extra (pip install 'alsresearch[serve]'): {exc}",
-            file=sys.stderr,
-        )
-        return 1
-    if args.threads > 0:
+    threads = check_int(threads, "threads", low=0)
+    if threads > 0:
         import numba
         from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=args.threads, user_api="blas")  # for the whole process
+        threadpool_limits(limits=threads, user_api="blas")  # for the whole process
         # numba's setting is per thread: this one, where uvicorn runs the event loop
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        app = create_app(args.model)
-    except (ModelFileError, FileNotFoundError, OSError, ValueError) as exc:
-        message = _one_line(exc)
-        if str(args.model) not in message:
-            message = f"{args.model}: {message}"
-        print(f"alsresearch serve: cannot load the model: {message}", file=sys.stderr)
-        return 1
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=not args.no_access_log,
-    )
-    return 0
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    app = create_app(model_path)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)

@@ -31,15 +31,21 @@ never looks at the test set.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from alsresearch.checks import check_choice, check_float, check_int
 from alsresearch.data import Interactions
+from alsresearch.errors import SpecMismatchError
 
 __all__ = [
+    "DEFAULT_SPLIT_SEED",
+    "DEFAULT_TEST_FRACTION",
     "SPLIT_KINDS",
+    "SplitSpec",
     "cold_items",
     "leave_last_out",
     "random_holdout",
@@ -48,18 +54,20 @@ __all__ = [
 ]
 
 
+#: the held-out share of each user's cells, and the seed of the test split: the defaults of
+#: every command, notebook and experiment file (through :class:`SplitSpec`)
+DEFAULT_TEST_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 42
+
+
 def _check_fraction(test_fraction) -> float:
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float | np.floating):
-        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    return float(test_fraction)
+    return check_float(
+        test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True
+    )
 
 
 def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+    return check_int(seed, "seed", low=0)
 
 
 def _need_timestamps(interactions: Interactions, what: str) -> np.ndarray:
@@ -186,17 +194,95 @@ def leave_last_out(
     return _apply(interactions, _last_cells(interactions, key, n_test))
 
 
-#: kind name -> split function, for :func:`validation_split` and parameter files
+#: kind name -> split function, for :class:`SplitSpec` and :func:`validation_split`
 SPLIT_KINDS = {
     "random": random_holdout,
     "temporal": temporal_holdout,
-    "leave_last_out": leave_last_out,
+    "leave_last": leave_last_out,
 }
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """The one description of a test split: its kind, held-out fraction and seed.
+
+    Built from ``--split/--test-fraction/--split-seed``, from a notebook's ``SPLIT``,
+    ``TEST_FRACTION`` and ``SPLIT_SEED`` parameters, or from an experiment file's ``split:``
+    block; recorded (:meth:`to_dict`) in results.json, best.json, model files and model cards,
+    and compared (:meth:`check_same`) before a model is scored on a split.
+
+    - ``"random"``: :func:`random_holdout` with ``test_fraction`` and ``seed``;
+    - ``"temporal"``: :func:`temporal_holdout`, each user's latest ``test_fraction`` of cells
+      (needs timestamps; ``seed`` is unused);
+    - ``"leave_last"``: :func:`leave_last_out`, one cell per user (the latest with timestamps,
+      else a seeded random one; ``test_fraction`` is unused).
+
+    ``test_fraction = 0`` means no test split: :meth:`apply` returns ``(data, None)`` (a model
+    for serving, fitted on everything).
+    """
+
+    kind: str = "random"
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    seed: int = DEFAULT_SPLIT_SEED
+
+    def __post_init__(self) -> None:
+        check_choice(self.kind, "split kind", SPLIT_KINDS)
+        fraction = check_float(
+            self.test_fraction, "test_fraction", low=0.0, high=1.0, high_open=True
+        )
+        object.__setattr__(self, "test_fraction", fraction)
+        object.__setattr__(self, "seed", check_int(self.seed, "split seed", low=0))
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether :meth:`apply` leaves a test part (``test_fraction > 0``)."""
+        return self.test_fraction > 0
+
+    def apply(self, data: Interactions) -> tuple[Interactions, Interactions | None]:
+        """``(train, test)`` in ``data``'s id space; ``(data, None)`` when nothing is held out."""
+        if not self.holds_out:
+            return data, None
+        if self.kind == "random":
+            return random_holdout(data, self.test_fraction, seed=self.seed)
+        if self.kind == "temporal":
+            return temporal_holdout(data, test_fraction=self.test_fraction)
+        return leave_last_out(data, seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any], where: str = "split") -> SplitSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{where} must be a mapping of kind/test_fraction/seed, got {record!r}"
+            )
+        unknown = sorted(set(record) - {"kind", "test_fraction", "seed"})
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown key(s) {unknown}; expected kind, test_fraction, seed"
+            )
+        return cls(**record)
+
+    def check_same(self, recorded: dict[str, Any] | None, what: str) -> None:
+        """Raise :class:`~alsresearch.errors.SpecMismatchError` when ``recorded`` (another
+        spec's :meth:`to_dict`, e.g. from a model file) differs from this one, naming every
+        field that differs. ``what`` names the other side ("the model was trained on")."""
+        if recorded is None:
+            return
+        differs = [
+            f"{key} {recorded.get(key)!r} there, {value!r} here"
+            for key, value in self.to_dict().items()
+            if recorded.get(key) != value
+        ]
+        if differs:
+            raise SpecMismatchError(f"{what} a different split: " + "; ".join(differs))
 
 
 def validation_split(
     train: Interactions,
-    kind: Literal["random", "temporal", "leave_last_out"] = "random",
+    kind: Literal["random", "temporal", "leave_last"] = "random",
     **kwargs,
 ) -> tuple[Interactions, Interactions]:
     """Split a *training* set again, into (fit part, validation part), for tuning.

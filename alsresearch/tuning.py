@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 #: the shipped search space (in git, beside the experiment files)
-DEFAULT_SPACE = paths.REPO_ROOT / "experiments" / "search_space.yaml"
+DEFAULT_SPACE = paths.resource("search_space.yaml")
 
 _PARAM_KINDS = ("float", "int", "categorical")
 _FINISHED = ("COMPLETE", "PRUNED")

@@ -47,7 +47,7 @@ def small_interactions(rng) -> Interactions:
 @pytest.fixture(scope="session")
 def movielens() -> Interactions:
     """The shipped MovieLens ml-latest-small, every rating one interaction."""
-    ratings = paths.data_dir() / "ml-latest-small" / "ratings.csv"
+    ratings = paths.resource("ml-latest-small", "ratings.csv")
     if not ratings.is_file():
         pytest.skip(f"shipped data missing at {ratings}")
     try:

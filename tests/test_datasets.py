@@ -208,7 +208,7 @@ def test_load_default_has_the_published_counts():
 
 @pytest.mark.realdata
 def test_load_default_min_rating_matches_a_plain_csv_count():
-    path = paths.data_dir() / "ml-latest-small" / "ratings.csv"
+    path = paths.resource("ml-latest-small", "ratings.csv")
     with path.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if float(r["rating"]) >= 4.0]
     X = datasets.load_default(min_rating=4.0)

@@ -11,6 +11,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from alsresearch import experiments, paths
+from tests.layout import EXPERIMENTS
 from alsresearch.cli import main
 from alsresearch.datasets import synthetic
 
@@ -415,7 +416,7 @@ def test_help_of_every_command_works_without_optional_imports(capsys):
 
 
 @pytest.mark.parametrize(
-    "path", sorted((paths.REPO_ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name
+    "path", sorted((EXPERIMENTS).glob("*.yaml")), ids=lambda p: p.name
 )
 def test_shipped_experiment_files_are_valid(path):
     if path.name == "search_space.yaml":

@@ -30,6 +30,7 @@ from alsresearch.cli import main
 from alsresearch.evaluate import evaluate
 from alsresearch.export import artefact_paths, load_params, promote
 from alsresearch.split import random_holdout
+from tests.layout import REPO_ROOT
 
 LOSER = {"factors": 1, "iterations": 1}
 MEDIOCRE = {"factors": 4, "iterations": 3, "alpha": 1.0}
@@ -162,7 +163,7 @@ def test_card_records_what_was_measured_and_what_is_served(promoted_good, moviel
     commit = card["environment"]["git"]["commit"]
     assert re.fullmatch(r"[0-9a-f]{40}", commit)
     ancestor = subprocess.run(
-        ["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=paths.REPO_ROOT
+        ["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO_ROOT
     )
     assert ancestor.returncode == 0, f"{commit} is not in this checkout's history"
     assert card["environment"]["packages"]["numpy"] == np.__version__
@@ -333,7 +334,7 @@ def test_artefact_paths_sit_beside_the_model():
 
 # ---------------------------------------------------------------------- command line
 def test_promote_command(tmp_path, capsys):
-    ratings = paths.data_dir() / "ml-latest-small" / "ratings.csv"
+    ratings = paths.resource("ml-latest-small", "ratings.csv")
     if not ratings.is_file():
         pytest.skip(f"shipped data missing at {ratings}")
     good, loser = tmp_path / "good.json", tmp_path / "loser.json"

@@ -7,7 +7,7 @@ import tomllib
 
 import yaml
 
-from alsresearch.paths import REPO_ROOT
+from tests.layout import REPO_ROOT
 
 
 def _pyproject():

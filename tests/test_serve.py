@@ -35,7 +35,7 @@ UNKNOWN_USER = 987_654_321
 
 @pytest.fixture(scope="module")
 def ratings() -> pd.DataFrame:
-    path = paths.data_dir() / "ml-latest-small" / "ratings.csv"
+    path = paths.resource("ml-latest-small", "ratings.csv")
     if not path.is_file():
         pytest.skip(f"shipped data missing at {path}")
     return pd.read_csv(path)

@@ -217,7 +217,7 @@ def test_validation_split_splits_inside_train_only(small_interactions):
 
 def test_validation_split_kinds():
     data = timed_interactions(4)
-    _, valid = validation_split(data, kind="leave_last_out")
+    _, valid = validation_split(data, kind="leave_last")
     assert cells(valid) == cells(leave_last_out(data)[1])
     _, valid = validation_split(data, kind="temporal", test_fraction=0.3)
     assert cells(valid) == cells(temporal_holdout(data, test_fraction=0.3)[1])

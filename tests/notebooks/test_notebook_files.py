@@ -7,14 +7,14 @@ import ast
 import nbformat
 import pytest
 
-from alsresearch import paths
+from tests.layout import NOTEBOOKS
 
 NAMES = ["01_explore_data", "02_train_evaluate", "03_sweep_alpha_factors", "04_promote_export"]
 
 
 @pytest.fixture(params=NAMES)
 def notebook(request):
-    return nbformat.read(paths.notebooks_dir() / f"{request.param}.ipynb", as_version=4)
+    return nbformat.read(NOTEBOOKS / f"{request.param}.ipynb", as_version=4)
 
 
 def test_outputs_are_stripped(notebook):

@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 
 from alsresearch import experiments, paths
+from tests import layout
 
 pytest.importorskip("papermill")
 pytest.importorskip("optuna")
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.realdata, pytest.mark.slow]
 
-RATINGS = paths.data_dir() / "ml-latest-small" / "ratings.csv"
-NOTEBOOKS = paths.notebooks_dir()
+RATINGS = paths.resource("ml-latest-small", "ratings.csv")
+NOTEBOOKS = layout.NOTEBOOKS
 SMALL_ALS = {"FACTORS": 32, "ITERATIONS": 8}
 
 

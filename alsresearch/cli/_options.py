@@ -1,0 +1,118 @@
+"""Options shared by several commands, and their translation into library values.
+
+- :func:`add_data_options` / :func:`data_source`: where the interactions come from
+  (:class:`~alsresearch.source.DataSource`): ``--events``, ``--format``, the column options,
+  ``--event-weights view=1,click=2,purchase=5``, ``--timestamp-col``, ``--data-errors``;
+- :func:`add_split_options` / :func:`split_spec`: the test split
+  (:class:`~alsresearch.split.SplitSpec`): ``--split``, ``--test-fraction``, ``--split-seed``.
+
+Options left unset keep the library's defaults (defined once, in the library); an option that
+has no effect in the given combination is an error naming it (the library's checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from alsresearch.source import FORMATS, DataSource
+from alsresearch.split import SPLIT_KINDS, SplitSpec
+
+__all__ = ["HelpFormatter", "add_data_options", "add_split_options", "data_source", "split_spec"]
+
+_SPLIT_DEFAULTS = SplitSpec()
+
+_DATA_OPTIONS = {
+    # option dest -> DataSource field
+    "events": "path",
+    "data_format": "format",
+    "user_col": "user_col",
+    "item_col": "item_col",
+    "weight_col": "weight_col",
+    "event_col": "event_col",
+    "event_weights": "event_weights",
+    "timestamp_col": "timestamp_col",
+    "data_errors": "errors",
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default only when there is one worth showing."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The data-source options (every command that reads interactions)."""
+    group = parser.add_argument_group(
+        "data", "where the interactions come from (default: the shipped MovieLens ml-latest-small)"
+    )
+    group.add_argument(
+        "--events", type=Path, help="events file (CSV, TSV or Parquet), one row per event"
+    )
+    group.add_argument(
+        "--format",
+        dest="data_format",
+        choices=FORMATS,
+        help="layout of --events: a generic events file (default, read with the column "
+        "options) or a public data set's own layout",
+    )
+    group.add_argument("--user-col", help="user id column of --events (default user_id)")
+    group.add_argument("--item-col", help="item id column of --events (default item_id)")
+    group.add_argument(
+        "--weight-col", help="numeric weight column of --events (default: every event counts 1)"
+    )
+    group.add_argument("--event-col", help="event type column of --events (view, click, ...)")
+    group.add_argument(
+        "--event-weights",
+        metavar="TYPE=W,...",
+        help="weight of each event type, e.g. view=1,click=2,purchase=5 (needs --event-col, "
+        "or --format retailrocket; default: every type counts 1)",
+    )
+    group.add_argument(
+        "--timestamp-col",
+        help="timestamp column of --events (Unix seconds or date text); needed by --split temporal",
+    )
+    group.add_argument(
+        "--data-errors",
+        choices=("raise", "drop"),
+        help="bad rows: stop with an error naming them (default) or drop them with a warning",
+    )
+
+
+def data_source(args: argparse.Namespace) -> DataSource:
+    """The :class:`DataSource` the data options describe (unset options keep the defaults)."""
+    given = {
+        field: getattr(args, dest)
+        for dest, field in _DATA_OPTIONS.items()
+        if getattr(args, dest, None) is not None
+    }
+    return DataSource(**given)
+
+
+def add_split_options(parser: argparse.ArgumentParser) -> None:
+    """The test-split options: the same values give the same split in every command."""
+    group = parser.add_argument_group("split", "the held-out test split")
+    group.add_argument(
+        "--split",
+        choices=sorted(SPLIT_KINDS),
+        default=_SPLIT_DEFAULTS.kind,
+        help="random: a seeded share of each user's cells; temporal: each user's latest share "
+        "(needs --timestamp-col or timestamped data); leave_last: one cell per user",
+    )
+    group.add_argument(
+        "--test-fraction",
+        type=float,
+        default=_SPLIT_DEFAULTS.test_fraction,
+        help="share of each user's cells held out as test (0: no test split)",
+    )
+    group.add_argument(
+        "--split-seed", type=int, default=_SPLIT_DEFAULTS.seed, help="seed of the test split"
+    )
+
+
+def split_spec(args: argparse.Namespace) -> SplitSpec:
+    return SplitSpec(kind=args.split, test_fraction=args.test_fraction, seed=args.split_seed)

@@ -1,0 +1,279 @@
+"""The one description of where interactions come from: :class:`DataSource`.
+
+A data source names a file (or the shipped MovieLens data), its format, and for a generic events
+file its columns: user, item, an optional numeric weight, an optional event type with per-type
+weights (``view=1,click=2,purchase=5``), an optional timestamp, and the policy for bad rows.
+It is built once, from command-line options, a notebook's parameters or an experiment file's
+``data:`` block, and it is recorded (:meth:`DataSource.to_dict`) wherever data is used:
+results.json, best.json, model files and model cards. Before a model is scored on data,
+:meth:`DataSource.check_same` compares the two records and names every field that differs.
+
+Formats:
+
+- ``events`` (default): any CSV/TSV/Parquet events file, read by
+  :meth:`~alsresearch.data.Interactions.from_events` with the column options;
+- ``retailrocket``: RetailRocket's ``events.csv`` (timestamp in ms, visitorid, event, itemid,
+  transactionid), event weights from :data:`~alsresearch.datasets.RETAILROCKET_EVENT_WEIGHTS`
+  unless ``event_weights`` is given;
+- ``movielens``, ``lastfm``, ``lastfm-360k``: the public readers of
+  :mod:`alsresearch.datasets`, with their fixed layouts.
+
+With no path, the shipped MovieLens ml-latest-small (every rating one interaction, with its
+timestamps) is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from alsresearch import datasets
+from alsresearch.checks import check_choice, check_float
+from alsresearch.data import Interactions
+from alsresearch.errors import SpecMismatchError
+
+__all__ = [
+    "FORMATS",
+    "NOTEBOOK_PARAMETERS",
+    "DataSource",
+    "format_event_weights",
+    "parse_event_weights",
+]
+
+#: format name -> what reads it (see the module docstring)
+FORMATS = ("events", "retailrocket", "movielens", "lastfm", "lastfm-360k")
+
+#: field -> the name of the notebook parameter that carries it (the ``parameters`` cells)
+NOTEBOOK_PARAMETERS = {
+    "path": "EVENTS",
+    "format": "DATA_FORMAT",
+    "user_col": "USER_COL",
+    "item_col": "ITEM_COL",
+    "weight_col": "WEIGHT_COL",
+    "event_col": "EVENT_COL",
+    "event_weights": "EVENT_WEIGHTS",
+    "timestamp_col": "TIMESTAMP_COL",
+    "errors": "DATA_ERRORS",
+}
+
+_COLUMN_FIELDS = ("user_col", "item_col", "weight_col", "event_col", "timestamp_col")
+#: fields each non-generic format accepts besides path and format
+_FORMAT_FIELDS = {
+    "retailrocket": {"event_weights", "errors"},
+    "movielens": set(),
+    "lastfm": set(),
+    "lastfm-360k": {"errors"},
+}
+
+
+def parse_event_weights(text: str | Mapping[str, Any] | None) -> dict[str, float] | None:
+    """``"view=1,click=2,purchase=5"`` (or a mapping, or None/"") as ``{type: weight}``.
+
+    Weights must be finite and >= 0; a type given twice, a missing ``=`` or a non-number is an
+    error naming the entry.
+    """
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    if isinstance(text, Mapping):
+        pairs = [(str(k), v) for k, v in text.items()]
+    elif isinstance(text, str):
+        pairs = []
+        for entry in text.split(","):
+            name, sep, value = entry.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise ValueError(
+                    f"event weights: expected TYPE=WEIGHT entries separated by commas "
+                    f"(e.g. view=1,click=2,purchase=5), got {entry.strip()!r} in {text!r}"
+                )
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(
+                    f"event weights: the weight of {name.strip()!r} is not a number: {value.strip()!r}"
+                ) from None
+            pairs.append((name.strip(), number))
+    else:
+        raise ValueError(f"event weights must be TYPE=WEIGHT text or a mapping, got {text!r}")
+    weights: dict[str, float] = {}
+    for name, value in pairs:
+        if name in weights:
+            raise ValueError(f"event weights: type {name!r} is given twice")
+        weights[name] = check_float(value, f"event weight of {name!r}", low=0.0)
+    if not weights:
+        raise ValueError("event weights: no TYPE=WEIGHT entry given")
+    return weights
+
+
+def format_event_weights(weights: Mapping[str, float] | None) -> str:
+    """The inverse of :func:`parse_event_weights`: ``"view=1,click=2,purchase=5"`` ("" for None)."""
+    if not weights:
+        return ""
+    return ",".join(f"{k}={float(v):g}" for k, v in weights.items())
+
+
+def _text(value: Any, name: str) -> str | None:
+    """An optional text option: None or "" (a notebook's "unset") become None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | Path):
+        raise ValueError(f"{name} must be text, got {value!r}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the interactions come from and how they are read (see the module docstring)."""
+
+    path: str | None = None
+    """The events file; None: the shipped MovieLens ml-latest-small."""
+    format: str = "events"
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    weight_col: str | None = None
+    """A numeric column multiplied into each event's weight (None: 1)."""
+    event_col: str | None = None
+    """The event-type column; its types are weighted by ``event_weights``."""
+    event_weights: dict[str, float] | None = field(default=None, hash=False)
+    """Per-type weights (None: every type counts 1)."""
+    timestamp_col: str | None = None
+    errors: str = "raise"
+    """Bad rows: ``"raise"`` an error naming them, or ``"drop"`` them with a warning."""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "path", _text(self.path, "path"))
+        check_choice(self.format, "data format", FORMATS)
+        for name in ("user_col", "item_col"):
+            if _text(getattr(self, name), name) is None:
+                raise ValueError(f"{name} must name a column, got {getattr(self, name)!r}")
+        for name in ("weight_col", "event_col", "timestamp_col"):
+            set_(self, name, _text(getattr(self, name), name))
+        set_(self, "event_weights", parse_event_weights(self.event_weights))
+        check_choice(self.errors, "errors", ("raise", "drop"))
+        if self.format == "events":
+            changed = [f.name for f in fields(self) if getattr(self, f.name) != f.default]
+            if self.path is None and changed:
+                raise ValueError(
+                    f"option(s) {changed} describe an events file, but no path is given (the "
+                    "shipped MovieLens data has a fixed layout)"
+                )
+            if self.event_weights is not None and self.event_col is None:
+                raise ValueError(
+                    "event weights need an event column (event_col / --event-col): the column "
+                    "holding the event type"
+                )
+        else:
+            if self.path is None:
+                raise ValueError(f"data format {self.format!r} needs a path")
+            allowed = _FORMAT_FIELDS[self.format]
+            stray = [
+                f.name
+                for f in fields(self)
+                if f.name not in ("path", "format", *allowed) and getattr(self, f.name) != f.default
+            ]
+            if stray:
+                raise ValueError(
+                    f"option(s) {stray} have no effect with data format {self.format!r} "
+                    f"(its layout is fixed; it takes {sorted(allowed) or 'no option'})"
+                )
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any], where: str = "data") -> DataSource:
+        """From a :meth:`to_dict` record or an experiment file's ``data:`` block."""
+        if not isinstance(record, Mapping):
+            raise ValueError(f"{where} must be a mapping of data-source fields, got {record!r}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(record) - set(known))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {known}")
+        return cls(**record)
+
+    @classmethod
+    def from_notebook_parameters(cls, namespace: Mapping[str, Any]) -> DataSource:
+        """From a notebook's parameters (``EVENTS``, ``USER_COL``, ..., see
+        :data:`NOTEBOOK_PARAMETERS`), e.g. ``DataSource.from_notebook_parameters(globals())``;
+        parameters a notebook does not define keep their defaults."""
+        return cls(
+            **{
+                name: namespace[param]
+                for name, param in NOTEBOOK_PARAMETERS.items()
+                if param in namespace
+            }
+        )
+
+    def to_notebook_parameters(self) -> dict[str, Any]:
+        """The notebook parameters that describe this source (unset values as "")."""
+        record = self.to_dict()
+        record["event_weights"] = format_event_weights(self.event_weights)
+        return {
+            NOTEBOOK_PARAMETERS[name]: "" if value is None else value
+            for name, value in record.items()
+        }
+
+    # ------------------------------------------------------------------ using
+    def load(self) -> Interactions:
+        """Read the interactions (errors name the file, the row and the field)."""
+        if self.path is None:
+            return datasets.load_default()
+        if self.format == "retailrocket":
+            return datasets.read_retailrocket(
+                self.path, event_weights=self.event_weights, errors=self.errors
+            )
+        if self.format == "movielens":
+            return datasets.read_movielens(self.path)
+        if self.format == "lastfm":
+            return datasets.read_lastfm(self.path)
+        if self.format == "lastfm-360k":
+            return datasets.read_lastfm_360k(self.path, errors=self.errors)
+        return Interactions.from_events(
+            Path(self.path),
+            user_col=self.user_col,
+            item_col=self.item_col,
+            weight_col=self.weight_col,
+            event_col=self.event_col,
+            event_weights=self.event_weights,
+            timestamp_col=self.timestamp_col,
+            errors=self.errors,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready; the path made absolute so the record stands on its own."""
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.path is not None:
+            record["path"] = str(Path(self.path).expanduser().resolve())
+        record["event_weights"] = None if self.event_weights is None else dict(self.event_weights)
+        return record
+
+    def describe(self) -> str:
+        """One line for logs: the file (or the shipped default) and the options that differ
+        from their defaults."""
+        if self.path is None:
+            return "the shipped MovieLens ml-latest-small"
+        extra = [
+            f"{f.name}={format_event_weights(self.event_weights) if f.name == 'event_weights' else getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name != "path" and getattr(self, f.name) != f.default
+        ]
+        return self.path + (f" ({', '.join(extra)})" if extra else "")
+
+    def check_same(self, recorded: Mapping[str, Any] | None, what: str) -> None:
+        """Raise :class:`~alsresearch.errors.SpecMismatchError` when ``recorded`` (a
+        :meth:`to_dict` record, e.g. from a model file) reads data differently from this
+        source, naming every field that differs. The file's location is not compared (the data
+        itself is checked by fingerprint where it matters); how it is read is. ``what`` names
+        the other side, e.g. ``"the model was trained on"``."""
+        if recorded is None:
+            return
+        mine = self.to_dict()
+        differs = [
+            f"{key} {recorded.get(key)!r} there, {value!r} here"
+            for key, value in mine.items()
+            if key != "path" and recorded.get(key) != value
+        ]
+        if (recorded.get("path") is None) != (self.path is None):
+            differs.insert(0, f"path {recorded.get('path')!r} there, {mine['path']!r} here")
+        if differs:
+            raise SpecMismatchError(f"{what} data read another way: " + "; ".join(differs))
