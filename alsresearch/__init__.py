@@ -7,8 +7,9 @@ The public pieces, one module each (see README.md for the data flow):
 - :mod:`alsresearch.base`: the protocol every model shares, and :func:`load_model`
 """
 
-from alsresearch.base import ModelFileError, UnknownIdError, load_model
+from alsresearch.base import load_model
 from alsresearch.data import Interactions
+from alsresearch.errors import ModelFileError, UnknownIdError
 
 __version__ = "0.1.0"
 

@@ -51,7 +51,7 @@ from alsresearch._simd import (
     upper_bound_mask,
     zeros,
 )
-from alsresearch.topk import _heap_sort, _offer, _without_threads, topk
+from alsresearch.topk import heap_sort, offer, topk, without_threads
 
 __all__ = ["QuantizedItems", "quantize", "screen_bounds", "topk_quantized"]
 
@@ -262,7 +262,7 @@ def _admit(u, i, a, slack, k, hv, hi, size, thr, thr32, cand, cup, n_cand, over)
     cand[u, n_cand[u]] = i
     cup[u, n_cand[u]] = upper
     n_cand[u] += 1
-    size[u] = _offer(hv[u], hi[u], size[u], k, a - slack, i)  # the k best lower bounds
+    size[u] = offer(hv[u], hi[u], size[u], k, a - slack, i)  # the k best lower bounds
     if size[u] == k and hv[u, 0] > t:
         t = thr[u] = hv[u, 0]
         thr32[u] = np.float32(t - abs(t) * 1e-6)  # rounded float32 never above t
@@ -370,8 +370,8 @@ def _screen_tile(
             s = 0.0
             for j in range(kf):
                 s += np.float64(x[j]) * np.float64(factors[i, j])
-            m = _offer(s_hv, s_hi, m, k, s, i)
-        _heap_sort(s_hv, s_hi, m)
+            m = offer(s_hv, s_hi, m, k, s, i)
+        heap_sort(s_hv, s_hi, m)
         for j in range(m):
             out_idx[r, j] = s_hi[j]
             out_val[r, j] = np.float32(s_hv[j])
@@ -398,7 +398,7 @@ def _screen_rows(
 
 
 # A request for one tile of users runs the same code without waking the thread pool.
-_screen_rows_serial = _without_threads(_screen_rows, "_screen_rows_serial")
+_screen_rows_serial = without_threads(_screen_rows, "_screen_rows_serial")
 
 
 @njit(cache=True, nogil=True, boundscheck=False)

@@ -14,7 +14,6 @@ The kernels live in :mod:`alsresearch._kernels`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from alsresearch import _kernels, _quantized
 from alsresearch.base import Recommender, validate_n
+from alsresearch.checks import check_choice, check_float, check_int
 from alsresearch.data import coerce_interactions
 from alsresearch.topk import topk
 
@@ -108,43 +108,24 @@ class ALSConfig:
     """Numba threads for the kernels; 0 uses all (``numba.config.NUMBA_NUM_THREADS``)."""
 
     def __post_init__(self) -> None:
-        def integer(name: str, low: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}")
-            object.__setattr__(self, name, int(value))
-
-        def real(name: str, low: float, strict: bool) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            value = float(value)
-            bad = not math.isfinite(value) or (value <= low if strict else value < low)
-            if bad:
-                raise ValueError(
-                    f"{name} must be finite and {'>' if strict else '>='} {low}, got {value}"
-                )
-            object.__setattr__(self, name, value)
-
-        integer("factors", 1)
-        integer("iterations", 1)
-        integer("cg_steps", 1)
-        integer("num_threads", 0)
-        real("alpha", 0.0, strict=False)
-        real("regularization", 0.0, strict=True)
-        if self.solver not in ("cholesky", "cg"):
-            raise ValueError(f"solver must be 'cholesky' or 'cg', got {self.solver!r}")
-        if self.scaling not in ("raw", "log"):
-            raise ValueError(f"scaling must be 'raw' or 'log', got {self.scaling!r}")
+        set_ = object.__setattr__
+        for name, low in (("factors", 1), ("iterations", 1), ("cg_steps", 1), ("num_threads", 0)):
+            set_(self, name, check_int(getattr(self, name), name, low=low))
+        set_(self, "alpha", check_float(self.alpha, "alpha", low=0.0))
+        set_(
+            self,
+            "regularization",
+            check_float(self.regularization, "regularization", low=0.0, low_open=True),
+        )
+        check_choice(self.solver, "solver", ("cholesky", "cg"))
+        check_choice(self.scaling, "scaling", ("raw", "log"))
         dtype = self.dtype
         name = dtype if isinstance(dtype, str) else getattr(np.dtype(dtype), "name", None)
         if name not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         object.__setattr__(self, "dtype", name)
         if self.random_state is not None:
-            integer("random_state", 0)
+            set_(self, "random_state", check_int(self.random_state, "random_state", low=0))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields (what the model file stores)."""
@@ -385,7 +366,7 @@ class ALSModel(Recommender):
         rows = np.asarray(rows, dtype=np.int64)
         return np.asarray(self.user_factors[rows] @ self.item_factors.T, dtype=np.float32)
 
-    def _topk(
+    def rank_rows(
         self, rows: np.ndarray, n: int, mask: sp.csr_matrix | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``n`` (see :meth:`Recommender.topk_rows`) through a 4-bit screen of the
@@ -395,7 +376,7 @@ class ALSModel(Recommender):
         the item factors change (every fit iteration, load). Lists longer than
         ``_SCREEN_MAX_N`` take the base path (one matrix product and the shared top-k kernel)."""
         if n > _SCREEN_MAX_N:
-            return super()._topk(rows, n, mask)
+            return super().rank_rows(rows, n, mask)
         screen = self._screen
         if screen is None or screen.factors is not self.item_factors:
             screen = self._screen = _quantized.quantize(self.item_factors)
@@ -435,7 +416,7 @@ class ALSModel(Recommender):
             raise FloatingPointError("the fold-in system is not numerically positive definite")
         return x[0]
 
-    def _history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return np.asarray(self.item_factors @ self.fold_in(item_idx, weights), dtype=np.float32)
 
     def similar_items(self, item, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -457,10 +438,10 @@ class ALSModel(Recommender):
         return self._to_external(idx[0], val[0])
 
     # ------------------------------------------------------------------ persistence
-    def _config(self) -> dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return self.config.to_dict()
 
-    def _state(self) -> dict[str, np.ndarray]:
+    def get_state(self) -> dict[str, np.ndarray]:
         self._check_fitted()
         return {
             "user_factors": self.user_factors,
@@ -468,7 +449,7 @@ class ALSModel(Recommender):
             "loss_history": np.asarray(self.loss_history, dtype=np.float64),
         }
 
-    def _restore(self, state: dict[str, np.ndarray]) -> None:
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
         k = self.config.factors
         missing = {"user_factors", "item_factors"} - set(state)
         if missing:

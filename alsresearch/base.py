@@ -7,11 +7,10 @@ export and serving use only this protocol, never ``isinstance`` branches.
 
 A subclass implements:
 
-- ``fit(X, ...)``: learn, then call ``self._set_training_data(interactions)``;
-- ``score_rows(rows) -> (len(rows), n_items) float32``;
-- ``_history_scores(item_idx, weights) -> (n_items,) float32`` (fold-in for a new user);
-- ``_config() -> dict`` (JSON-serialisable hyperparameters, passed back to ``__init__``);
-- ``_state() -> dict[str, np.ndarray]`` and ``_restore(state)`` (learned arrays);
+- the abstract hooks ``fit``, ``score_rows``, ``history_scores`` (fold-in for a new user),
+  ``get_config`` (JSON-serialisable hyperparameters, passed back to ``__init__``),
+  ``get_state`` and ``set_state`` (learned arrays);
+- optionally ``rank_rows``, a faster top-k than scoring every item (ALS screens them);
 - a class attribute ``model_type`` registered in :data:`MODEL_TYPES`.
 
 Model files are a single ``.npz`` read with ``allow_pickle=False``.
@@ -22,24 +21,24 @@ from __future__ import annotations
 import importlib
 import json
 import zipfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
 
+from alsresearch.checks import check_int
 from alsresearch.data import Interactions
-from alsresearch.files import atomic_write
+from alsresearch.errors import ModelFileError, NotFittedError
+from alsresearch.files import atomic_write, to_jsonable
 from alsresearch.topk import topk
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MODEL_TYPES",
-    "ModelFileError",
-    "NotFittedError",
     "Recommender",
-    "UnknownIdError",
     "load_model",
     "model_class",
     "validate_n",
@@ -58,70 +57,60 @@ MODEL_TYPES = {
 }
 
 
-class UnknownIdError(KeyError):
-    """A user or item id the model (or data set) does not know."""
-
-    def __init__(self, message: str, kind: str = "", ids: list | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.kind = kind
-        self.ids = ids or []
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class ModelFileError(ValueError):
-    """A model file that is missing, truncated, foreign or of another format version."""
-
-
-class NotFittedError(RuntimeError):
-    """The model was used before ``fit`` (or ``load``)."""
-
-
 def validate_n(n, n_max: int = MAX_N) -> int:
     """``n`` as an int in 1..n_max, else a ValueError naming the problem."""
-    if isinstance(n, bool) or not isinstance(n, int | np.integer):
-        raise ValueError(f"n must be an integer, got {n!r}")
-    if not 1 <= n <= n_max:
-        raise ValueError(f"n must be between 1 and {n_max}, got {n}")
-    return int(n)
+    return check_int(n, "n", low=1, high=n_max)
 
 
-class Recommender:
-    """Base class: id maps, seen items, top-N and the model file, shared by every model."""
+class Recommender(ABC):
+    """Base class: id maps, seen items, top-N and the model file, shared by every model.
+
+    ``training``: what the model was fitted on, as recorded by whoever fitted it (e.g.
+    ``{"data": DataSource.to_dict(), "split": SplitSpec.to_dict(), "part": "train"}``), or
+    None. It is saved in the model file and read back, so a model can be checked against the
+    data and split it is scored on.
+    """
 
     model_type: ClassVar[str] = ""
 
     user_ids: np.ndarray
     item_ids: np.ndarray
     seen: sp.csr_matrix
+    training: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ subclass hooks
-    def fit(self, X, **kwargs) -> Self:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def fit(self, X, **kwargs) -> Self:
+        """Learn from an Interactions (or scipy sparse counts), then call
+        ``self._set_training_data(interactions)``; return self."""
 
-    def score_rows(self, rows: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    @abstractmethod
+    def score_rows(self, rows: np.ndarray) -> np.ndarray:
         """Scores of users ``rows`` (internal indices) for every item: ``(len(rows), n_items)``."""
-        raise NotImplementedError
 
-    def _history_scores(
-        self, item_idx: np.ndarray, weights: np.ndarray
-    ) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Scores of every item, ``(n_items,)``, for a user not in training who has the items
+        ``item_idx`` with counts ``weights`` (fold-in)."""
 
-    def _config(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """The hyperparameters, JSON-serialisable, accepted back by ``__init__``."""
 
-    def _state(self) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The learned arrays, saved in the model file as they are."""
 
-    def _restore(self, state: dict[str, np.ndarray]) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`get_state`'s arrays (after the training data is set); raise
+        ValueError when they do not fit it."""
 
     # ------------------------------------------------------------------ training data
     def _set_training_data(self, interactions: Interactions) -> None:
-        """Remember the id maps and which items each user has (excluded from top-N)."""
+        """Remember the id maps and which items each user has (excluded from top-N); a refit
+        forgets the previous ``training`` record."""
+        self.training = None
         self.user_ids = interactions.user_ids
         self.item_ids = interactions.item_ids
         seen = interactions.matrix.copy()
@@ -186,9 +175,9 @@ class Recommender:
         self._check_fitted()
         rows = np.asarray(rows, dtype=np.int64)
         n = min(validate_n(n), self.n_items)
-        return self._topk(rows, n, self._exclusions(exclude_seen, exclude))
+        return self.rank_rows(rows, n, self._exclusions(exclude_seen, exclude))
 
-    def _topk(
+    def rank_rows(
         self, rows: np.ndarray, n: int, mask: sp.csr_matrix | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`topk_rows` with checked arguments (``mask``: the items to exclude, or None):
@@ -243,7 +232,7 @@ class Recommender:
         # duplicates sum, as in Interactions.from_events
         uniq, inverse = np.unique(item_idx, return_inverse=True)
         w = np.bincount(inverse, weights=w).astype(np.float64)
-        scores = np.asarray(self._history_scores(uniq, w), dtype=np.float32)[None, :]
+        scores = np.asarray(self.history_scores(uniq, w), dtype=np.float32)[None, :]
         exclude = sp.csr_matrix((np.ones(len(uniq)), uniq, [0, len(uniq)]), shape=(1, self.n_items))
         idx, val = topk(scores, n, exclude, np.zeros(1, dtype=np.int64), inplace=True)
         return self._to_external(idx[0], val[0])
@@ -257,13 +246,14 @@ class Recommender:
             "format": np.array(FORMAT_NAME),
             "format_version": np.array(FORMAT_VERSION),
             "model_type": np.array(self.model_type),
-            "config": np.array(json.dumps(self._config(), sort_keys=True)),
+            "config": np.array(json.dumps(self.get_config(), sort_keys=True)),
+            "training": np.array(json.dumps(to_jsonable(self.training, "training"))),
             "user_ids": self.user_ids,
             "item_ids": self.item_ids,
             "seen_indptr": self.seen.indptr,
             "seen_indices": self.seen.indices,
         }
-        for key, value in self._state().items():
+        for key, value in self.get_state().items():
             arrays[f"state_{key}"] = np.asarray(value)
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
         return path
@@ -337,7 +327,9 @@ def load_model(path: str | Path) -> Recommender:
         )
         seen.check_format(full_check=True)
         model._set_training_data(Interactions(seen, data["user_ids"], data["item_ids"]))
-        model._restore({k[len("state_") :]: v for k, v in data.items() if k.startswith("state_")})
+        model.set_state({k[len("state_") :]: v for k, v in data.items() if k.startswith("state_")})
+        if "training" in data:  # absent in files written before it was recorded
+            model.training = json.loads(str(data["training"]))
     except ModelFileError:
         raise
     except (TypeError, ValueError, KeyError, IndexError) as exc:

@@ -21,6 +21,7 @@ from typing import Any, Self
 import numpy as np
 
 from alsresearch.base import Recommender
+from alsresearch.checks import check_int
 from alsresearch.data import coerce_interactions
 
 __all__ = ["PopularityModel", "RandomModel"]
@@ -52,16 +53,16 @@ class PopularityModel(Recommender):
         rows = np.asarray(rows, dtype=np.int64)
         return np.broadcast_to(self.popularity.astype(np.float32), (len(rows), self.n_items)).copy()
 
-    def _history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return self.popularity.astype(np.float32)
 
-    def _config(self) -> dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return {}
 
-    def _state(self) -> dict[str, np.ndarray]:
+    def get_state(self) -> dict[str, np.ndarray]:
         return {"popularity": self.popularity}
 
-    def _restore(self, state: dict[str, np.ndarray]) -> None:
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
         pop = np.asarray(state.get("popularity"), dtype=np.float64)
         if pop.shape != (self.n_items,):
             raise ValueError(
@@ -105,15 +106,9 @@ class RandomModel(Recommender):
     model_type = "random"
 
     def __init__(self, random_state: int | None = 0) -> None:
-        if random_state is not None and (
-            isinstance(random_state, bool)
-            or not isinstance(random_state, int | np.integer)
-            or not 0 <= random_state < 2**63
-        ):
-            raise ValueError(
-                f"random_state must be None or an int in [0, 2**63), got {random_state!r}"
-            )
-        self.random_state = None if random_state is None else int(random_state)
+        if random_state is not None:
+            random_state = check_int(random_state, "random_state", low=0, high=2**63 - 1)
+        self.random_state = random_state
 
     def fit(self, X, **kwargs) -> Self:
         """Remember the id space of ``X``; nothing is learned."""
@@ -131,16 +126,16 @@ class RandomModel(Recommender):
         self._check_fitted()
         return _uniform(self.seed_, np.asarray(rows, dtype=np.int64), self.n_items)
 
-    def _history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return _uniform(self.seed_, np.array([_ANONYMOUS]), self.n_items)[0]
 
-    def _config(self) -> dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return {"random_state": self.random_state}
 
-    def _state(self) -> dict[str, np.ndarray]:
+    def get_state(self) -> dict[str, np.ndarray]:
         return {"seed": np.array(self.seed_, dtype=np.int64)}
 
-    def _restore(self, state: dict[str, np.ndarray]) -> None:
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
         seed = np.asarray(state.get("seed"))
         if seed.shape != () or seed.dtype.kind not in "iu" or int(seed) < 0:
             raise ValueError(f"seed must be a non-negative integer scalar, got {seed!r}")

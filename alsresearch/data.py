@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from alsresearch.errors import UnknownIdError
+
 __all__ = ["Interactions", "coerce_interactions", "read_table"]
 
 _SHOW_ROWS = 5
@@ -399,8 +401,6 @@ def _lookup(index: pd.Index, ids, kind: str, missing: str) -> np.ndarray:
         pos = np.array([index.get_loc(v) if v in index else -1 for v in values], dtype=np.int64)
     pos = np.asarray(pos, dtype=np.int64)
     if missing == "raise" and (pos < 0).any():
-        from alsresearch.base import UnknownIdError
-
         unknown = values[pos < 0][:_SHOW_ROWS].tolist()
         raise UnknownIdError(f"unknown {kind} id(s): {unknown}", kind=kind, ids=unknown)
     return pos[0] if scalar else pos

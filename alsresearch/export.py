@@ -278,7 +278,7 @@ def promote(
     train, test = random_holdout(data, test_fraction=test_fraction, seed=split_seed)
     candidate = ALSModel(**config)
     metrics, candidate_result = _fit_and_evaluate(candidate, train, test, k)
-    config = candidate._config()  # complete, normalised (e.g. dtype as a name)
+    config = candidate.get_config()  # complete, normalised (e.g. dtype as a name)
     baseline, baseline_result = _fit_and_evaluate(PopularityModel(), train, test, k)
     evaluations = {"als": candidate_result, "popularity": baseline_result}
 

@@ -124,7 +124,7 @@ class RecommendationService:
             card = {
                 "name": name,
                 "model_type": model.model_type,
-                "params": model._config(),
+                "params": model.get_config(),
                 "note": f"no model card beside {files.model.name}",
             }
         if files.popularity.exists():

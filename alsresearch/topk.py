@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-__all__ = ["topk"]
+__all__ = ["heap_sort", "offer", "topk", "without_threads"]
 
 
 @njit(inline="always")
@@ -40,7 +40,7 @@ def _sift_down(hv, hi, pos, size):
 
 
 @njit(inline="always")
-def _offer(hv, hi, size, k, v, i):
+def offer(hv, hi, size, k, v, i):
     """Keep the best ``k`` pairs (score ``v``, index ``i``) offered so far in the min-heap
     ``hv`` / ``hi`` of ``size`` entries (the worst at the root, ties to the lower index);
     returns the new size."""
@@ -64,7 +64,7 @@ def _offer(hv, hi, size, k, v, i):
 
 
 @njit(inline="always")
-def _heap_sort(hv, hi, size):
+def heap_sort(hv, hi, size):
     """Sort a min-heap of ``size`` entries in place, best first (pop the worst to the end)."""
     end = size
     while end > 1:
@@ -90,7 +90,7 @@ def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
         while j < n and size < k:  # fill the heap with the first k candidates
             v = s[j]
             if v > -np.inf:  # skips -inf and NaN
-                size = _offer(hv, hi, size, k, v, j)
+                size = offer(hv, hi, size, k, v, j)
             j += 1
         # Every entry in the full heap has a lower index than j, so j loses ties and gets in
         # only with a strictly higher score than the worst entry (NaN compares False).
@@ -103,13 +103,13 @@ def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
                 _sift_down(hv, hi, 0, size)
                 threshold = hv[0]
             j += 1
-        _heap_sort(hv, hi, size)
+        heap_sort(hv, hi, size)
         for j in range(size, k):
             hv[j] = -np.inf
             hi[j] = -1
 
 
-def _without_threads(kernel, name: str):
+def without_threads(kernel, name: str):
     """``kernel`` compiled again without the thread pool, cached under its own ``name`` (numba
     names cache files after the function, so a plain second njit would share the first's)."""
     py = kernel.py_func
@@ -120,7 +120,7 @@ def _without_threads(kernel, name: str):
 
 # One row (a single-user request) runs the same code without the thread pool: waking threads
 # for one row costs more than it saves, and much more when the machine is busy.
-_topk_row = _without_threads(_topk_block, "_topk_row")
+_topk_row = without_threads(_topk_block, "_topk_row")
 
 
 def topk(

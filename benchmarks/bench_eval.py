@@ -123,7 +123,7 @@ def main(argv=None) -> None:
         V = rng.normal(scale=0.1, size=(args.items, args.factors)).astype(np.float32)
         model = ALSModel(factors=args.factors)
         model._set_training_data(train)
-        model._restore({"user_factors": U, "item_factors": V})
+        model.set_state({"user_factors": U, "item_factors": V})
     print(
         f"data: {data.n_users} users x {data.n_items} items, train {train.nnz} cells, "
         f"test {test.nnz} cells, {args.factors} {args.factors_from} factors, k={args.k} "

@@ -69,7 +69,7 @@ def build(n_users: int, n_items: int, factors: int, seed: int):
     data = Interactions(seen, np.arange(n_users), np.arange(n_items))
     model = ALSModel(factors=factors)
     model._set_training_data(data)  # what load_model does with a file's arrays
-    model._restore({"user_factors": user_factors, "item_factors": item_factors})
+    model.set_state({"user_factors": user_factors, "item_factors": item_factors})
     return model, data
 
 
@@ -104,12 +104,12 @@ class PlainALS:
 
     def recommend(self, user, n):
         rows = self.model.user_index([user])
-        idx, val = Recommender._topk(self.model, rows, n, self.model.seen)
+        idx, val = Recommender.rank_rows(self.model, rows, n, self.model.seen)
         return self.model._to_external(idx[0], val[0])
 
     def recommend_batch(self, users, n):
         rows = self.model.user_index(list(users))
-        idx, val = Recommender._topk(self.model, rows, n, self.model.seen)
+        idx, val = Recommender.rank_rows(self.model, rows, n, self.model.seen)
         return [self.model._to_external(i, v) for i, v in zip(idx, val, strict=True)]
 
 
@@ -141,7 +141,7 @@ def in_process(model, data, users: np.ndarray, repeats: int, batch: int, threads
     # every measured user (singles and the batch): the screen's top-10 against the plain path's
     measured = np.unique(np.concatenate([users, rows]))
     screen_idx = np.concatenate([model.topk_rows([u], 10)[0] for u in measured])
-    plain_idx = Recommender._topk(model, measured, 10, model.seen)[0]
+    plain_idx = Recommender.rank_rows(model, measured, 10, model.seen)[0]
     screen_same = float((screen_idx == plain_idx).all(axis=1).mean())
     single = {who: [] for who in WHO}
     batches = {who: [] for who in WHO}

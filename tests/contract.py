@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from alsresearch.base import ModelFileError, NotFittedError, UnknownIdError, load_model
+from alsresearch.base import load_model
+from alsresearch.errors import ModelFileError, NotFittedError, UnknownIdError
 
 
 def _seen_items(data, row: int) -> set:

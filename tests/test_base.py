@@ -8,6 +8,7 @@ import pytest
 from alsresearch import base
 from alsresearch.base import Recommender, validate_n
 from alsresearch.data import coerce_interactions
+from alsresearch.errors import ModelFileError
 from tests.contract import RecommenderContract
 
 
@@ -31,16 +32,16 @@ class ToyFactorModel(Recommender):
     def score_rows(self, rows):
         return self.U[rows] @ self.V.T
 
-    def _history_scores(self, item_idx, weights):
+    def history_scores(self, item_idx, weights):
         return (weights @ self.V[item_idx]) @ self.V.T
 
-    def _config(self):
+    def get_config(self):
         return {"factors": self.factors, "seed": self.seed}
 
-    def _state(self):
+    def get_state(self):
         return {"U": self.U, "V": self.V}
 
-    def _restore(self, state):
+    def set_state(self, state):
         if state["U"].shape != (self.n_users, self.factors) or state["V"].shape != (
             self.n_items,
             self.factors,
@@ -73,7 +74,7 @@ def test_unknown_model_type_in_file(small_interactions, tmp_path):
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files}
     np.savez(tmp_path / "other.npz", **{**arrays, "model_type": np.array("lightgcn")})
-    with pytest.raises(base.ModelFileError, match="unknown model type 'lightgcn'"):
+    with pytest.raises(ModelFileError, match="unknown model type 'lightgcn'"):
         base.load_model(tmp_path / "other.npz")
 
 
@@ -82,7 +83,7 @@ def test_load_through_the_wrong_class_is_refused(small_interactions, tmp_path):
         model_type = "other"
 
     path = ToyFactorModel().fit(small_interactions).save(tmp_path / "m.npz")
-    with pytest.raises(base.ModelFileError, match="not a Other"):
+    with pytest.raises(ModelFileError, match="not a Other"):
         Other.load(path)
 
 

@@ -99,7 +99,7 @@ def test_random_rejects_bad_seed(bad):
 def test_popularity_restore_checks_shape(events, tmp_path):
     model = PopularityModel().fit(events)
     with pytest.raises(ValueError, match="one entry per item"):
-        model._restore({"popularity": np.ones(model.n_items + 1)})
+        model.set_state({"popularity": np.ones(model.n_items + 1)})
 
 
 class TestPopularityContract(RecommenderContract):

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from alsresearch.base import Recommender, UnknownIdError
+from alsresearch.base import Recommender
+from alsresearch.errors import UnknownIdError
 from alsresearch.baselines import PopularityModel
 from alsresearch.data import Interactions
 from alsresearch.evaluate import ALL_METRICS, evaluate
@@ -34,6 +35,18 @@ class FactorModel(Recommender):
 
     def score_rows(self, rows):
         return self.user_factors[rows] @ self.item_factors.T
+
+    def history_scores(self, item_idx, weights):  # not needed by evaluate
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    def get_state(self):
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def set_state(self, state):
+        self.user_factors, self.item_factors = state["user_factors"], state["item_factors"]
 
 
 def naive_evaluation(U, V, train: sp.csr_matrix, test: sp.csr_matrix, k: int) -> pd.DataFrame:

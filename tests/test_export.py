@@ -249,7 +249,7 @@ def test_a_promotion_killed_between_renames_is_refused_then_undone(current, rena
     """Killed after the popularity file (1), the model (2) or the card (3, before the journal
     went): the service refuses to start and names the journal; ``promote --recover`` puts the
     previous set back (1, 2) or, the new set being whole, only drops the journal (3)."""
-    from alsresearch.base import ModelFileError
+    from alsresearch.errors import ModelFileError
     from alsresearch.serve import RecommendationService
 
     models, _ = current

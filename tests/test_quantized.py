@@ -209,7 +209,7 @@ def movielens_model():
 
 def plain_topk_rows(model, rows, n, exclude_seen=True):
     """The base class's path: score_rows (one float32 gemm) and the shared top-k kernel."""
-    return Recommender._topk(model, rows, n, model.seen if exclude_seen else None)
+    return Recommender.rank_rows(model, rows, n, model.seen if exclude_seen else None)
 
 
 @pytest.mark.parametrize("n", [10, 100])
@@ -260,7 +260,7 @@ def test_loaded_model_uses_its_own_factors(tmp_path):
     b = ALSModel(factors=8, iterations=2, random_state=3).fit(data)
     rows = np.arange(50)
     b.topk_rows(rows, 10)  # b's screen exists before load replaces its factors
-    b._restore(a._state())
+    b.set_state(a.get_state())
     idx, val = b.topk_rows(rows, 10)
     assert_matches(idx, val, a.user_factors, a.item_factors, rows, 10, a.seen)
     loaded = ALSModel.load(a.save(tmp_path / "a.npz"))
@@ -274,7 +274,7 @@ def test_als_topk_rows_with_another_exclusion_matrix(movielens_model, rng):
     rows = np.arange(0, model.n_users, 3)
     idx, val = model.topk_rows(rows, 10, exclude=other)
     assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, other)
-    plain = Recommender._topk(model, rows, 10, other)
+    plain = Recommender.rank_rows(model, rows, 10, other)
     assert (idx == plain[0]).all(axis=1).mean() > 0.99
     with pytest.raises(ValueError, match="exclude has shape"):
         model.topk_rows(rows, 10, exclude=other[:, :-1])
