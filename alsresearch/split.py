@@ -44,6 +44,7 @@ from alsresearch.errors import SpecMismatchError
 __all__ = [
     "DEFAULT_SPLIT_SEED",
     "DEFAULT_TEST_FRACTION",
+    "NOTEBOOK_PARAMETERS",
     "SPLIT_KINDS",
     "SplitSpec",
     "cold_items",
@@ -202,6 +203,10 @@ SPLIT_KINDS = {
 }
 
 
+#: SplitSpec field -> the notebook parameter that carries it (the ``parameters`` cells)
+NOTEBOOK_PARAMETERS = {"kind": "SPLIT", "test_fraction": "TEST_FRACTION", "seed": "SPLIT_SEED"}
+
+
 @dataclass(frozen=True)
 class SplitSpec:
     """The one description of a test split: its kind, held-out fraction and seed.
@@ -250,6 +255,21 @@ class SplitSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_notebook_parameters(cls, namespace: dict[str, Any]) -> SplitSpec:
+        """From a notebook's ``SPLIT``, ``TEST_FRACTION`` and ``SPLIT_SEED`` parameters (see
+        :data:`NOTEBOOK_PARAMETERS`; those a notebook does not define keep their defaults)."""
+        return cls(
+            **{
+                name: namespace[param]
+                for name, param in NOTEBOOK_PARAMETERS.items()
+                if param in namespace
+            }
+        )
+
+    def to_notebook_parameters(self) -> dict[str, Any]:
+        return {NOTEBOOK_PARAMETERS[name]: value for name, value in self.to_dict().items()}
 
     @classmethod
     def from_dict(cls, record: dict[str, Any], where: str = "split") -> SplitSpec:
