@@ -36,9 +36,9 @@ _FASTMATH = {"reassoc", "contract", "nsz"}
 #: rows with at least this many cells build ``Y_u^T W_u Y_u`` with one BLAS product
 GEMM_MIN_CELLS = 16
 #: CG rows with at least this many cells compute ``Y_u v`` and ``Y_u^T t`` by BLAS mat-vec;
-#: shorter rows by the four-rows-at-a-time loops, which won up to here at k = 64 (S data: a
-#: user half-sweep took 0.175 s CPU with BLAS from 8 cells, 0.112 s from 128, the same from 256
-#: to 1024; a BLAS call costs ~0.2 us, as much as a whole pass over a 20-cell row).
+#: shorter rows by the four-rows-at-a-time loops: a BLAS call has a fixed cost comparable to a
+#: whole pass over a short row, so the loops win below this size at k = 64 (chosen by timing
+#: half-sweeps with benchmarks/bench_als.py).
 GEMV_MIN_CELLS = 256
 
 
@@ -408,8 +408,8 @@ def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz):
 
         (W_u^{-1} + Z_u Z_u^T) t = W_u^{-1} + 1        (nnz_u x nnz_u)
 
-    in O(k nnz_u^2 + nnz_u^3) rather than O(k^2 nnz_u + k^3) (S data, k = 64: a user
-    half-sweep took 0.24 s CPU, against 1.2 s for :func:`cholesky_sweep`); other rows build the
+    in O(k nnz_u^2 + nnz_u^3) rather than O(k^2 nnz_u + k^3), which is the cheaper system for
+    the many short rows of heavy-tailed data; other rows build the
     k x k system as :func:`cholesky_sweep` does. Fold-in keeps :func:`cholesky_sweep`: for one
     row, whitening the whole other side would cost more than the solve. Returns the number of
     rows whose system was not numerically positive definite (their row of ``X`` is left

@@ -1,8 +1,8 @@
 """Exact top-k for factor models through a 4-bit screen of the item factors (numba).
 
-Scoring a user against every item reads the whole item-factor matrix (100k items x 64 float32
-factors = 25.6 MB, about 1.2 ms at this machine's ~21 GB/s a core) for a handful of winners.
-This module reads an eighth of that and still returns the exact answer:
+Scoring a user against every item reads the whole item-factor matrix (n_items x k float32
+values), a memory-bound pass, for a handful of winners. This module reads an eighth of that
+and still returns the exact answer:
 
 1. **Codes.** Item ``y_i`` is stored as 4-bit codes ``q_i = round(y_i / s_i)`` in -7..7 with a
    per-item scale ``s_i = max_j |y_ij| / 7``; a user ``x`` as int8 codes ``p = round(x / t)``

@@ -74,19 +74,15 @@ class ALSConfig:
     longer row the k x k one, O(k^2 nnz_u + k^3). ``"cg"``: ``cg_steps`` conjugate-gradient
     steps per row on the same system, warm-started from the previous factors (Takacs, Pilaszy &
     Tikk 2011) and preconditioned by the shared part ``Y^T Y + lambda I`` (a step costs
-    O(k nnz_u), plus O(k^2) per row to change basis). CG is the default because it is the
-    solver that meets both goals set for the default on the benchmark data
-    (benchmarks/bench_als.py, 1M-10M cells, 2 shared cores): it fits in 0.34-0.43x of
-    implicit's CG time at S (medians of four runs), 0.33-0.38x at M and 0.35-0.38x at L, and
-    with 4 steps its loss after 15 iterations ends within 0.5% of the exact solver's (0.3% at
-    S, 0.03% at M; 3 steps lag by 0.8% at S, as implicit's CG does). The exact solver takes
-    about twice CG's time (S: 3.9 s against 2.1 s; M: 21-23 s against 9-12 s, 0.22x
-    implicit's Cholesky); choose ``"cholesky"`` when exact sweeps matter (it never increases
-    the loss)."""
+    O(k nnz_u), plus O(k^2) per row to change basis). The trade-off: CG does less work per
+    row and so fits faster, but its sweeps are inexact, so its loss ends slightly above the
+    exact solver's (benchmarks/bench_als.py measures both against implicit; the README quotes
+    the figures). Choose ``"cholesky"`` when exact sweeps matter (it never increases the
+    loss)."""
 
     cg_steps: int = 4
     """Conjugate-gradient steps per row and half-sweep (``solver="cg"`` only). 4 by default,
-    one more than implicit, because 3 warm-started steps lag the exact solver by ~0.8% of the
+    one more than implicit, because 3 warm-started steps lag the exact solver measurably in
     loss after 15 iterations on heavy-tailed counts; k steps would be exact in exact
     arithmetic."""
 

@@ -383,8 +383,8 @@ def _parse_timestamps(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _single_plain_id(ids, known: np.ndarray):
     """The id when ``ids`` is one plain ``int`` (int ids) or ``str`` (string ids), alone or as a
-    one-element list: the single-request case, answered from a dict (pandas' indexer costs
-    ~50 us a call). Anything else, and unknown ids, take the general path with its errors."""
+    one-element list: the single-request case, answered from a dict (pandas' indexer has a
+    fixed cost per call that dominates a one-id lookup). Anything else, and unknown ids, take the general path with its errors."""
     one = ids[0] if isinstance(ids, list) and len(ids) == 1 else ids
     kind = known.dtype.kind
     if (type(one) is int and kind in "iu") or (type(one) is str and kind in "OU"):

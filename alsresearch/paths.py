@@ -16,6 +16,7 @@ The download cache follows the XDG convention (:func:`cache_dir`).
 from __future__ import annotations
 
 import os
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +31,7 @@ __all__ = [
     "resource",
     "runs_dir",
     "shared_datasets_dir",
+    "use_user_numba_cache",
 ]
 
 
@@ -81,6 +83,23 @@ def shared_datasets_dir() -> Path | None:
     root = checkout_root()
     candidate = root.parent / "shared" / "datasets" if root else None
     return candidate if candidate is not None and candidate.is_dir() else None
+
+
+def use_user_numba_cache() -> None:
+    """Point numba's cache of compiled kernels at ``cache_dir()/numba`` for an installed package.
+
+    numba caches beside the source, in ``__pycache__``; for an installed package that is inside
+    site-packages, which belongs to the installation, not to the run. In a checkout the default
+    stays (beside the source, where developers expect it). ``NUMBA_CACHE_DIR`` set by the user
+    always wins. Called by ``alsresearch/__init__.py`` before any kernel is defined.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR") or checkout_root() is not None:
+        return
+    target = str(cache_dir() / "numba")
+    os.environ["NUMBA_CACHE_DIR"] = target
+    numba = sys.modules.get("numba")
+    if numba is not None:  # imported before us: its config was already read
+        numba.config.CACHE_DIR = target
 
 
 def cache_dir() -> Path:

@@ -62,3 +62,29 @@ def test_core_dependencies_stay_small():
     core = {_name(r) for r in _pyproject()["project"]["dependencies"]}
     heavy = {"optuna", "papermill", "jupyterlab", "fastapi", "uvicorn", "implicit", "matplotlib"}
     assert not core & heavy
+
+
+def test_packaged_defaults_equal_the_copies_users_edit():
+    """The default search space and the demo experiment ship inside the package (so an
+    installed package has them); experiments/ keeps the copies users edit, which must start
+    out equal to what the package uses."""
+    for name in ("search_space.yaml", "demo.yaml"):
+        packaged = REPO_ROOT / "alsresearch" / "resources" / name
+        assert packaged.read_text() == (REPO_ROOT / "experiments" / name).read_text(), name
+
+
+def test_checkout_paths_point_into_the_packaged_resources():
+    """notebooks/ and data/ml-latest-small are where the README says, as links to the one copy
+    the package ships."""
+    for link, target in (
+        ("notebooks", "alsresearch/resources/notebooks"),
+        ("data/ml-latest-small", "alsresearch/resources/ml-latest-small"),
+    ):
+        assert (REPO_ROOT / link).resolve() == (REPO_ROOT / target).resolve(), link
+
+
+def test_notebook_progress_bars_render_as_widgets():
+    """tqdm.auto needs ipywidgets in JupyterLab (else 'IProgress not found')."""
+    assert "ipywidgets" in {
+        _name(r) for r in _pyproject()["project"]["optional-dependencies"]["notebooks"]
+    }
