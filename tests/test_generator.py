@@ -10,7 +10,7 @@ from alsresearch.als import ALSModel
 from alsresearch.baselines import PopularityModel
 from alsresearch.data import Interactions
 from alsresearch.datasets import synthetic, synthetic_events
-from alsresearch.datasets.synthetic import _alias_draw, _alias_table
+from alsresearch.datasets.generator import _alias_draw, _alias_table
 from alsresearch.evaluate import evaluate
 from alsresearch.split import random_holdout
 

@@ -11,13 +11,11 @@
   archives in :data:`REGISTRY`, verified against their publishers' checksums and cached under
   :func:`default_cache_dir`; data sets whose host needs a login are listed with where to get
   them.
-- :mod:`~alsresearch.datasets.synthetic`: :func:`synthetic` / :func:`synthetic_events`, a
+- :mod:`~alsresearch.datasets.generator`: :func:`synthetic` / :func:`synthetic_events`, a
   seeded generator with planted topics, power-law item popularity and log-normal user
   activity, vectorised for benchmark-sized data.
 
-Everything public is importable from here (``from alsresearch.datasets import load``). The
-function :func:`synthetic` shadows the module of the same name as an attribute of this package;
-import the module's own names with ``from alsresearch.datasets.synthetic import ...``.
+Everything public is importable from here (``from alsresearch.datasets import load``).
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from alsresearch.datasets.remote import (
     download,
     load,
 )
-from alsresearch.datasets.synthetic import SyntheticParams, synthetic, synthetic_events
+from alsresearch.datasets.generator import SyntheticParams, synthetic, synthetic_events
 
 __all__ = [
     "REGISTRY",
