@@ -88,8 +88,8 @@ class RecommendationService:
         :class:`~alsresearch.baselines.PopularityModel`). A card whose recorded checksums do
         not match the files raises ModelFileError (a half-copied or mixed-up artefact).
         """
+        from alsresearch.artefact import artefact_paths, read_card
         from alsresearch.baselines import PopularityModel
-        from alsresearch.export import artefact_paths, read_card
         from alsresearch.files import file_digest
 
         files = artefact_paths(model_path)

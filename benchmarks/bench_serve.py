@@ -42,11 +42,11 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serve_helpers
 
 from alsresearch.als import ALSModel
+from alsresearch.artefact import artefact_paths
 from alsresearch.base import Recommender
 from alsresearch.baselines import PopularityModel
 from alsresearch.data import Interactions
 from alsresearch.datasets import synthetic
-from alsresearch.export import artefact_paths
 
 
 def trained(n_users: int, n_items: int, nnz: int, factors: int, seed: int):

@@ -20,9 +20,10 @@ import scipy.sparse as sp
 
 from alsresearch import paths
 from alsresearch.als import ALSModel
+from alsresearch.artefact import artefact_paths
 from alsresearch.cli import build_parser, main
 from alsresearch.data import Interactions
-from alsresearch.export import artefact_paths, promote
+from alsresearch.promote import promote
 from alsresearch.serve import MAX_BATCH, MAX_N
 from tests.serve_helpers import Server, failed_start
 

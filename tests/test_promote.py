@@ -1,7 +1,7 @@
-"""Promotion: the gate (popularity, the current model, --force), the artefact and its card,
-atomic writes and the archive.
+"""Promotion: the gate (popularity, the current model, --force), the card and the model file it
+writes, the data-source and split records it checks, and ``alsresearch promote``.
 
-Parameter sets, measured on the shipped MovieLens with the default split (20%, seed 42):
+Parameter sets, measured on the shipped MovieLens with the default split (random 20%, seed 42):
 LOSER (1 factor, 1 iteration, alpha 40) scores NDCG@10 ~0.158 against popularity's ~0.186;
 MEDIOCRE ~0.244 and GOOD ~0.313 both beat popularity, and GOOD beats MEDIOCRE by a wide margin,
 so the gate's decisions below do not hang on the last digit.
@@ -9,37 +9,34 @@ so the gate's decisions below do not hang on the last digit.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
-import stat
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from alsresearch import export, load_model, paths
+from alsresearch import load_model, paths
 from alsresearch.als import ALSModel
+from alsresearch.artefact import artefact_paths, read_card
 from alsresearch.cli import main
+from alsresearch.datasets import synthetic_events
+from alsresearch.errors import SpecMismatchError
 from alsresearch.evaluate import evaluate
-from alsresearch.export import artefact_paths, load_params, promote
-from alsresearch.split import random_holdout
+from alsresearch.promote import load_params, promote
+from alsresearch.source import DataSource
+from alsresearch.split import SplitSpec, random_holdout, temporal_holdout
+from tests.artefact_helpers import NAMES, kill_write, snapshot
 from tests.layout import REPO_ROOT
 
 LOSER = {"factors": 1, "iterations": 1}
 MEDIOCRE = {"factors": 4, "iterations": 3, "alpha": 1.0}
 GOOD = {"factors": 16, "iterations": 5, "alpha": 1.0}
-NAMES = ["als_baseline.json", "als_baseline.npz", "als_baseline.popularity.npz"]
-
-
-def snapshot(directory) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+SMALL = {"factors": 8, "iterations": 4, "alpha": 5.0}
+WEIGHTS = {"view": 1.0, "click": 2.0, "purchase": 5.0}
 
 
 def gap_in(reason: str, better: float, worse: float) -> bool:
@@ -61,6 +58,23 @@ def current(tmp_path, promoted_good):
     root, result = promoted_good
     shutil.copytree(root, tmp_path / "models")
     return tmp_path / "models", result
+
+
+@pytest.fixture(scope="module")
+def typed_events(tmp_path_factory):
+    """A small events file with event types and timestamps (view / click / purchase)."""
+    path = tmp_path_factory.mktemp("events") / "events.csv"
+    synthetic_events(300, 200, 6000, seed=3).to_csv(path, index=False)
+    return path
+
+
+def typed_source(path, **weights) -> DataSource:
+    return DataSource(
+        path=path,
+        event_col="event",
+        event_weights={**WEIGHTS, **weights},
+        timestamp_col="timestamp",
+    )
 
 
 # ---------------------------------------------------------------------- the gate
@@ -136,6 +150,16 @@ def test_unreadable_current_card_blocks_unless_forced(current, movielens):
     assert result.promoted and "unreadable" in result.reason
 
 
+def test_the_next_promotion_undoes_an_interrupted_one_first(current, movielens):
+    models, good = current
+    kill_write(models, 2)
+    result = promote(GOOD, movielens, models_dir=models)
+    assert result.promoted and "interrupted promotion was undone" in result.reason
+    # compared with GOOD's card put back, not with the half-written one
+    assert result.previous_metrics == good.metrics
+    assert not artefact_paths(models / "als_baseline.npz").journal.exists()
+
+
 # ---------------------------------------------------------------------- the artefact
 def test_card_records_what_was_measured_and_what_is_served(promoted_good, movielens):
     root, result = promoted_good
@@ -144,14 +168,17 @@ def test_card_records_what_was_measured_and_what_is_served(promoted_good, moviel
     assert card == result.card
     assert card["name"] == "als_baseline" and card["model_type"] == "als"
     assert card["params"] == ALSModel(**GOOD, random_state=42).config.to_dict()
-    assert card["split"]["kind"] == "random_holdout"
+    assert card["split"]["kind"] == "random"
     assert card["split"]["test_fraction"] == 0.2 and card["split"]["seed"] == 42
-    assert card["split"]["fingerprint"] == card["dataset"]["fingerprint"]
-    assert card["dataset"]["fingerprint"] == movielens.fingerprint()
+    assert card["split"]["fingerprint"] == card["data"]["fingerprint"]
+    assert card["data"]["fingerprint"] == movielens.fingerprint()
+    assert card["data"]["source"] is None  # promoted from an Interactions without a source
+    assert (card["data"]["n_users"], card["data"]["cells"]) == (movielens.n_users, movielens.nnz)
     assert card["metrics"]["ndcg@10"] > card["popularity_metrics"]["ndcg@10"]
     assert card["served_model"]["trained_on"] == "all data"
     # the metrics are those of the recorded parameters fitted on the recorded split
     train, test = random_holdout(movielens, 0.2, 42)
+    assert (card["split"]["train_cells"], card["split"]["test_cells"]) == (train.nnz, test.nnz)
     measured = evaluate(ALSModel(**card["params"]).fit(train), train, test, k=10)
     assert card["metrics"]["ndcg@10"] == pytest.approx(measured.metrics["ndcg@10"], rel=1e-9)
     # the gate's own evaluation (per user, by history length) is that same measurement
@@ -162,15 +189,11 @@ def test_card_records_what_was_measured_and_what_is_served(promoted_good, moviel
     # now: other work may be committed while the tests run)
     commit = card["environment"]["git"]["commit"]
     assert re.fullmatch(r"[0-9a-f]{40}", commit)
-    ancestor = subprocess.run(
-        ["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO_ROOT
-    )
+    ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO_ROOT)
     assert ancestor.returncode == 0, f"{commit} is not in this checkout's history"
     assert card["environment"]["packages"]["numpy"] == np.__version__
     created = datetime.fromisoformat(card["created"])
     assert timedelta(0) <= datetime.now(UTC) - created < timedelta(hours=1)
-    for name, entry in card["files"].items():
-        assert entry["sha256"] == hashlib.sha256((root / name).read_bytes()).hexdigest()
 
 
 def test_served_model_is_refitted_on_all_the_data(promoted_good, movielens):
@@ -179,130 +202,78 @@ def test_served_model_is_refitted_on_all_the_data(promoted_good, movielens):
     np.testing.assert_array_equal(model.user_ids, movielens.user_ids)
     np.testing.assert_array_equal(model.item_ids, movielens.item_ids)
     assert (model.seen != (movielens.matrix > 0)).nnz == 0  # every interaction, test part too
+    assert model.training == {"data": None, "split": SplitSpec().to_dict(), "part": "all"}
     fallback = load_model(root / "als_baseline.popularity.npz")
     users_per_item = np.asarray((movielens.matrix > 0).sum(axis=0)).ravel()
     np.testing.assert_array_equal(fallback.popularity, users_per_item)
 
 
-def test_files_are_readable_like_any_new_file(promoted_good):
-    root, _ = promoted_good
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in root.iterdir():
-        if path.is_file():
-            assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+def test_a_temporal_split_of_typed_events_is_recorded(tmp_path, typed_events):
+    source = typed_source(typed_events)
+    data = source.load()
+    split = SplitSpec(kind="temporal", test_fraction=0.25)
+    result = promote(SMALL, data, source=source, split=split, models_dir=tmp_path, force=True)
+    assert result.promoted
+    card = read_card(result.card_path)
+    assert card["split"]["kind"] == "temporal" and card["split"]["test_fraction"] == 0.25
+    assert card["data"]["source"] == source.to_dict()
+    assert card["data"]["source"]["event_weights"] == WEIGHTS
+    # the gate measured on each user's latest quarter of cells
+    train, test = temporal_holdout(data, test_fraction=0.25)
+    assert (card["split"]["train_cells"], card["split"]["test_cells"]) == (train.nnz, test.nnz)
+    assert card["split"]["fingerprint"] == data.fingerprint()
+    expected = {"data": source.to_dict(), "split": split.to_dict(), "part": "all"}
+    assert card["served_model"]["training"] == expected
+    assert load_model(result.model_path).training == expected
+    assert load_model(result.popularity_path).training == expected
 
 
-@pytest.mark.parametrize(
-    "failing", ["als_baseline.json", "als_baseline.npz", "archive/als_baseline.json"]
-)
-def test_a_failed_write_leaves_the_previous_artefact_whole(
-    current, movielens, monkeypatch, failing
-):
-    """A rename failing at the card (the last file), at the model (the second), or while
-    archiving: every file is put back as it was, no archive entry or temp file is left."""
+def test_data_read_another_way_is_refused_unless_forced(tmp_path, typed_events):
+    first = typed_source(typed_events)
+    promote(SMALL, first.load(), source=first, models_dir=tmp_path, force=True)
+    before = snapshot(tmp_path)
+    heavier = typed_source(typed_events, purchase=20.0)
+    data = heavier.load()
+    with pytest.raises(SpecMismatchError, match=r"event_weights.*purchase.*5\.0.*20\.0"):
+        promote(SMALL, data, source=heavier, models_dir=tmp_path)
+    assert snapshot(tmp_path) == before  # refused before anything was written
+    result = promote(SMALL, data, source=heavier, models_dir=tmp_path, force=True)
+    assert result.promoted and "event_weights" in result.reason
+    assert read_card(result.card_path)["data"]["source"]["event_weights"]["purchase"] == 20.0
+
+
+def test_another_split_is_refused_naming_what_differs(current, movielens):
     models, _ = current
     before = snapshot(models)
-    real_replace = os.replace
-    folder, _, name = failing.rpartition("/")
-
-    def replace(src, dst):
-        dst = Path(dst)
-        if dst.parent == models / folder and dst.name.endswith(name):
-            raise OSError("disk full (simulated)")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(export.os, "replace", replace)
-    with pytest.raises(OSError, match="simulated"):
-        promote(MEDIOCRE, movielens, models_dir=models, force=True)
-    monkeypatch.undo()
-    assert snapshot(models) == before  # the model and popularity files were put back
-    assert not list((models / "archive").glob("*"))
-    assert not [p.name for p in models.iterdir() if p.name.startswith(".")]  # no temp files
+    with pytest.raises(SpecMismatchError, match=r"different split: seed 42 there, 7 here"):
+        promote(GOOD, movielens, split=SplitSpec(seed=7), models_dir=models)
+    assert snapshot(models) == before
 
 
-# A promotion killed (os._exit, no exception handler runs) after its n-th artefact rename.
-KILLED_PROMOTION = """
-import os, sys
-from pathlib import Path
-from alsresearch import export
-from alsresearch.datasets import load_default
-
-models, after = Path(sys.argv[1]), int(sys.argv[2])
-real_replace, done = os.replace, []
-
-def replace(src, dst):
-    real_replace(src, dst)
-    if Path(dst).parent == models and not Path(dst).name.startswith("."):
-        done.append(dst)
-        if len(done) == after:
-            os._exit(9)
-
-export.os.replace = replace
-export.promote({"factors": 4, "iterations": 3, "alpha": 1.0}, load_default(), models_dir=models,
-               force=True)
-"""
+def test_a_card_from_before_the_records_is_compared_as_before(current, movielens):
+    """A version-1 card ("dataset" block, split kind "random_holdout", no source) neither
+    refuses another split nor hides its fingerprint."""
+    models, good = current
+    card_path = models / "als_baseline.json"
+    card = read_card(card_path)
+    data = card.pop("data")
+    card["dataset"] = {k: data[k] for k in ("fingerprint", "n_users", "n_items", "cells")}
+    card["split"]["kind"] = "random_holdout"
+    card["card_version"] = 1
+    card_path.write_text(json.dumps(card))
+    params = {**GOOD, "random_state": 42}  # the card's, though the split seed is 7
+    result = promote(params, movielens, split=SplitSpec(seed=7), models_dir=models)
+    assert result.promoted, result.reason
+    assert "different data" not in result.reason  # the fingerprint was read from "dataset"
+    assert "split" not in result.reason
+    assert result.previous_metrics == result.metrics  # same parameters, same (new) split
+    assert result.metrics != good.metrics  # measured on the new split
 
 
-@pytest.mark.parametrize("renamed", [1, 2, 3])
-def test_a_promotion_killed_between_renames_is_refused_then_undone(current, renamed):
-    """Killed after the popularity file (1), the model (2) or the card (3, before the journal
-    went): the service refuses to start and names the journal; ``promote --recover`` puts the
-    previous set back (1, 2) or, the new set being whole, only drops the journal (3)."""
-    from alsresearch.errors import ModelFileError
-    from alsresearch.serve import RecommendationService
-
-    models, _ = current
-    before = snapshot(models)
-    run = subprocess.run(
-        [sys.executable, "-c", KILLED_PROMOTION, str(models), str(renamed)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 9, run.stderr
-    files = artefact_paths(models / "als_baseline.npz")
-    assert files.journal.exists()
-    with pytest.raises(ModelFileError, match=r"promotion\.json.*interrupted.*--recover"):
-        RecommendationService.load(files.model)
-
-    assert main(["promote", "--recover", "--models-dir", str(models)]) == 0
-    assert not files.journal.exists()
-    after = {k: v for k, v in snapshot(models).items() if not k.startswith(".")}
-    if renamed < 3:
-        assert after == before  # byte for byte the previous artefact
-    else:
-        assert after != before and set(after) == set(before)  # the new one, whole
-    RecommendationService.load(files.model)  # starts: checksums match the card
-    assert not [p.name for p in models.iterdir() if p.name.startswith(".")]
-
-
-def test_the_next_promotion_undoes_an_interrupted_one_first(current, movielens):
-    models, _ = current
-    run = subprocess.run(
-        [sys.executable, "-c", KILLED_PROMOTION, str(models), "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 9, run.stderr
-    result = promote(GOOD, movielens, models_dir=models)
-    assert result.promoted and "interrupted promotion was undone" in result.reason
-    assert not artefact_paths(models / "als_baseline.npz").journal.exists()
-
-
-def test_recover_without_a_journal_does_nothing_and_a_bad_journal_is_named(current, tmp_path):
-    models, _ = current
-    files = artefact_paths(models / "als_baseline.npz")
-    assert export.recover(files.model) == []
-    files.journal.write_text("{not json")
-    with pytest.raises(ValueError, match="unreadable promotion journal"):
-        export.recover(files.model)
-    elsewhere = [[str(tmp_path / "x"), "", "0", str(models / ".a.tmp")]] * 3
-    files.journal.write_text(json.dumps({"version": 1, "files": elsewhere}))
-    with pytest.raises(ValueError, match="not this artefact's"):
-        export.recover(files.model)
-    assert (models / "als_baseline.npz").exists()
+def test_a_split_without_a_test_part_is_refused(tmp_path, movielens):
+    with pytest.raises(ValueError, match=r"needs a test split.*test_fraction must be > 0"):
+        promote(GOOD, movielens, split=SplitSpec(test_fraction=0.0), models_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------- parameters
@@ -319,24 +290,18 @@ def test_parameters_come_bare_or_in_the_tuning_layout(tmp_path):
 
 
 def test_bad_parameters_and_names_fail_before_any_work(tmp_path, movielens):
-    with pytest.raises(ValueError, match="factors must be >= 1"):
+    with pytest.raises(ValueError, match="factors must be an integer >= 1"):
         promote({"factors": 0}, movielens, models_dir=tmp_path)
     with pytest.raises(ValueError, match="name must be a plain file name"):
         promote(GOOD, movielens, models_dir=tmp_path, name="../elsewhere")
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        promote(GOOD, movielens, models_dir=tmp_path, k=0)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_artefact_paths_sit_beside_the_model():
-    files = artefact_paths("/m/als_baseline.npz")
-    assert str(files.card) == "/m/als_baseline.json"
-    assert str(files.popularity) == "/m/als_baseline.popularity.npz"
 
 
 # ---------------------------------------------------------------------- command line
 def test_promote_command(tmp_path, capsys):
     ratings = paths.resource("ml-latest-small", "ratings.csv")
-    if not ratings.is_file():
-        pytest.skip(f"shipped data missing at {ratings}")
     good, loser = tmp_path / "good.json", tmp_path / "loser.json"
     good.write_text(json.dumps({"params": GOOD}))
     loser.write_text(json.dumps(LOSER))
@@ -348,5 +313,46 @@ def test_promote_command(tmp_path, capsys):
     assert main(["promote", *source, "--params", str(loser), *models]) == 1
     err = capsys.readouterr().err
     assert "not promoted" in err and "NDCG@10" in err and "popularity" in err
-    assert main(["promote", "--default", "--params", str(loser), *models, "--force"]) == 0
+    # no --events: the shipped data, read another way than the current card says
+    assert main(["promote", "--params", str(loser), *models]) == 1
+    assert "data read another way" in capsys.readouterr().err
+    assert main(["promote", "--params", str(loser), *models, "--force"]) == 0
     assert "by force" in capsys.readouterr().out
+
+
+def test_promote_command_with_typed_events_and_a_temporal_split(tmp_path, typed_events, capsys):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(SMALL))
+    argv = [
+        "promote",
+        *("--events", str(typed_events), "--event-col", "event"),
+        *("--event-weights", "view=1,click=2,purchase=5", "--timestamp-col", "timestamp"),
+        *("--split", "temporal", "--test-fraction", "0.25"),
+        *("--params", str(params), "--models-dir", str(tmp_path / "models"), "--force"),
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    card = read_card(tmp_path / "models" / "als_baseline.json")
+    assert card["data"]["source"] == typed_source(typed_events).to_dict()
+    assert card["split"] == {**card["split"], "kind": "temporal", "test_fraction": 0.25}
+
+
+@pytest.mark.parametrize(
+    "stray, named",
+    [
+        (["--params", "x.json"], "--params"),
+        (["--events", "e.csv"], "--events"),
+        (["--split", "temporal"], "--split"),
+        (["--force"], "--force"),
+    ],
+)
+def test_recover_takes_no_promotion_options(tmp_path, capsys, stray, named):
+    argv = ["promote", "--recover", "--models-dir", str(tmp_path), *stray]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "--recover" in err and named in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_promote_command_needs_params(tmp_path, capsys):
+    assert main(["promote", "--models-dir", str(tmp_path)]) == 1
+    assert "--params is required" in capsys.readouterr().err

@@ -1,0 +1,342 @@
+"""The promotion gate: decide whether a set of ALS parameters becomes the served model.
+
+:func:`promote` takes a set of ALS parameters (from tuning) and the full data set:
+
+1. split the data with the test split ``split`` (a :class:`~alsresearch.split.SplitSpec`:
+   random, temporal or leave-last; by default a seeded random 20% of each user's cells);
+2. fit ALS with the parameters on the train part and evaluate it on the test part
+   (:func:`~alsresearch.evaluate.evaluate`, NDCG@k with k = 10 by default);
+3. fit and evaluate, on the *same* split, the two models it must beat: item popularity, and the
+   parameters of the currently promoted model (read from its model card);
+4. refuse when the candidate's NDCG@k is below either (the refusal names the figure that lost
+   and by how much), unless ``force=True``;
+5. otherwise refit ALS with the same parameters **on all the data** (what is served: the model
+   has seen every interaction, so nothing it knows is withheld from users) together with the
+   popularity fallback, and write the artefact (:mod:`alsresearch.artefact`).
+
+Why the current model is *refitted* rather than its file re-scored: the served model was trained
+on all the data, test cells included, so scoring its file on a test split would measure recall
+of its own training data. Refitting its recorded parameters on the candidate's train split is
+the like-for-like comparison, and stays valid when the data changed since it was promoted (the
+result then says the fingerprints differ). It is not like for like when the data were *read*
+another way (other event weights, say) or split another way: the two would answer different
+questions. So when the current card records a data source (:class:`~alsresearch.source.DataSource`)
+or a split that differs from this promotion's, :func:`promote` raises
+:class:`~alsresearch.errors.SpecMismatchError` naming each field, unless ``force=True`` (the
+reason then says what differed). Cards written before these records existed are compared by
+their parameters and fingerprint only.
+
+Promotion is deterministic: parameters without a ``random_state`` get
+``random_state = split.seed``, recorded in the card.
+
+The model card (``<name>.json``) records the parameters, the metrics with the split that measured
+them (``"split"``: the split spec, the data fingerprint and the cell counts of each part), the
+popularity and previous-model metrics, the data (``"data"``: the source spec, or None when the
+caller gave none, the fingerprint and the size), what the served model was trained on, the gate's
+decision, file checksums, :func:`~alsresearch.provenance.environment_record` (git commit and dirty
+flag, library versions, threads) and the creation time. The served model file's ``training``
+record says the same: ``{"data": source, "split": split, "part": "all"}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alsresearch.als import ALSModel
+from alsresearch.artefact import CARD_VERSION, named_artefact, read_card, recover, write_artefact
+from alsresearch.base import MODEL_TYPES, Recommender, model_class
+from alsresearch.baselines import PopularityModel
+from alsresearch.checks import check_bool, check_int
+from alsresearch.data import Interactions, coerce_interactions
+from alsresearch.errors import SpecMismatchError
+from alsresearch.evaluate import EvaluationResult, evaluate
+from alsresearch.files import to_jsonable
+from alsresearch.provenance import environment_record, utc_now
+from alsresearch.source import DataSource
+from alsresearch.split import SPLIT_KINDS, SplitSpec
+
+__all__ = ["PromotionResult", "load_params", "promote"]
+
+
+@dataclass
+class PromotionResult:
+    """What :func:`promote` decided, with every figure behind the decision.
+
+    ``metrics``, ``baseline_metrics`` (popularity) and ``previous_metrics`` (the currently
+    promoted parameters, None when nothing was promoted) were all measured on the same split.
+    ``model_path`` / ``card_path`` are None when nothing was written.
+    """
+
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    previous_metrics: dict[str, float] | None
+    model_path: Path | None = None
+    card_path: Path | None = None
+    popularity_path: Path | None = None
+    archived: list[Path] = field(default_factory=list)
+    card: dict[str, Any] | None = None
+    evaluations: dict[str, Any] = field(default_factory=dict)
+    """The gate's full :class:`~alsresearch.evaluate.EvaluationResult` per model ("als",
+    "popularity"): per-user figures and the breakdown by history length, on the gate's split."""
+
+
+# ---------------------------------------------------------------------- parameters
+def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """ALS parameters from a dict, a ``{"params": {...}}`` record (tuning's best.json layout),
+    or a JSON file holding either. Unknown names raise ValueError listing the valid ones."""
+    where = "params"
+    if isinstance(params, str | Path):
+        where = str(params)
+        path = Path(params)
+        if not path.is_file():
+            raise FileNotFoundError(f"parameter file not found: {path}")
+        try:
+            params = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{where}: expected a JSON object of ALS parameters, got {params!r}")
+    if "params" in params and isinstance(params["params"], Mapping):
+        params = params["params"]
+    valid = [p for p in inspect.signature(ALSModel).parameters if p != "self"]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"{where}: unknown ALS parameter(s) {unknown}; valid names: {valid}")
+    return dict(params)
+
+
+# ---------------------------------------------------------------------- the gate
+def _fit_and_evaluate(
+    model: Recommender, train: Interactions, test: Interactions, k: int
+) -> tuple[dict[str, float], EvaluationResult]:
+    """(card metrics, the full EvaluationResult) of ``model`` fitted on ``train``; a metric
+    with nothing to average (NaN) is None, as the card stores it."""
+    model.fit(train)
+    result = evaluate(model, train, test, k=k)
+    return to_jsonable(dict(result.metrics), "metrics"), result
+
+
+def _model_from_card(card: dict[str, Any], card_path: Path) -> Recommender:
+    """An unfitted model with the parameters the card records."""
+    model_type = card.get("model_type")
+    params = card.get("params")
+    if model_type not in MODEL_TYPES or not isinstance(params, dict):
+        raise ValueError(
+            f"{card_path}: the current model card lacks a known model_type and a params object"
+        )
+    try:
+        return model_class(model_type)(**params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{card_path}: the current model's params are not usable: {exc}") from exc
+
+
+def _recorded_fingerprint(card: dict[str, Any]) -> str | None:
+    """The data fingerprint a card records ("data", or "dataset" in cards before version 2)."""
+    for key in ("data", "dataset"):
+        block = card.get(key)
+        if isinstance(block, dict) and "fingerprint" in block:
+            return block["fingerprint"]
+    return None
+
+
+def _spec_differences(
+    card: dict[str, Any], source: DataSource | None, split: SplitSpec
+) -> list[str]:
+    """How the data source and split recorded in ``card`` differ from this promotion's, one
+    message each; nothing for what the card does not record (cards before version 2), or for
+    the data source when the caller gave none."""
+    what = "the current model was promoted on"
+    found = []
+    data = card.get("data")
+    if source is not None and isinstance(data, dict) and isinstance(data.get("source"), dict):
+        try:
+            source.check_same(data["source"], what)
+        except SpecMismatchError as exc:
+            found.append(str(exc))
+    recorded = card.get("split")
+    if isinstance(recorded, dict) and recorded.get("kind") in SPLIT_KINDS:
+        try:
+            split.check_same(recorded, what)
+        except SpecMismatchError as exc:
+            found.append(str(exc))
+    return found
+
+
+def _loss(figure: str, what: str, mine: float, theirs: float) -> str:
+    gap = theirs - mine
+    rel = f", {100 * gap / theirs:.1f}% lower" if theirs > 0 else ""
+    return f"{figure} {mine:.4f} loses to {what} {theirs:.4f} by {gap:.4f}{rel}"
+
+
+def promote(
+    params: Mapping[str, Any] | str | Path,
+    data,
+    *,
+    source: DataSource | None = None,
+    split: SplitSpec = SplitSpec(),  # noqa: B008 (frozen: one shared default is safe)
+    name: str = "als_baseline",
+    models_dir: str | Path | None = None,
+    force: bool = False,
+    k: int = 10,
+) -> PromotionResult:
+    """Fit ALS with ``params``, gate it against popularity and the current model, write it.
+
+    ``params``: ALS config fields (a dict, ``{"params": {...}}``, or a JSON file of either).
+    ``data``: the full :class:`~alsresearch.data.Interactions` (or scipy sparse counts).
+    ``source``: how ``data`` was read, recorded in the card and the model file and compared with
+    the current card's (None: not known, neither recorded nor compared). ``split``: the gate's
+    test split; it must hold cells out (``test_fraction > 0``).
+
+    Returns a :class:`PromotionResult`; ``promoted`` is False (nothing written) when the
+    candidate's NDCG@k is below popularity's or the current model's on the same split and
+    ``force`` is False. Raises :class:`~alsresearch.errors.SpecMismatchError` when the current
+    card records another data source or split, unless ``force``. See the module docstring for
+    what is written where.
+    """
+    if not isinstance(split, SplitSpec):
+        raise TypeError(f"split must be a SplitSpec, got {type(split).__name__}")
+    if source is not None and not isinstance(source, DataSource):
+        raise TypeError(f"source must be a DataSource or None, got {type(source).__name__}")
+    if not split.holds_out:
+        raise ValueError(
+            "the promotion gate needs a test split to measure on: test_fraction must be > 0, "
+            f"got {split.test_fraction}"
+        )
+    k = check_int(k, "k", low=1)
+    force = check_bool(force, "force")
+    config = load_params(params)
+    if config.get("random_state") is None:
+        config["random_state"] = split.seed
+    ALSModel(**config)  # validate before any work: ValueError names the bad field
+    data = coerce_interactions(data)
+    target = named_artefact(name, models_dir)
+    figure = f"ndcg@{k}"
+    label = f"NDCG@{k}"
+    fingerprint = data.fingerprint()
+
+    previous = None
+    notes: list[str] = []
+    if recover(target.model):
+        notes.append("an interrupted promotion was undone first (its journal was left)")
+    if target.card.exists():
+        try:
+            previous = read_card(target.card)
+        except ValueError as exc:
+            if not force:
+                raise ValueError(
+                    f"{exc}; cannot compare with the current model (force=True replaces it)"
+                ) from exc
+            notes.append(f"the current model card is unreadable ({exc})")
+    elif target.model.exists():
+        notes.append(f"{target.model} exists without a model card; nothing to compare with")
+    if previous is not None:
+        differences = _spec_differences(previous, source, split)
+        if differences and not force:
+            raise SpecMismatchError(
+                f"{target.card}: " + "; ".join(differences) + " (force=True replaces it)"
+            )
+        notes += differences
+        old = _recorded_fingerprint(previous)
+        if old != fingerprint:
+            notes.append(
+                f"the current model was promoted on different data (dataset fingerprint "
+                f"{str(old)[:12]}, now {fingerprint[:12]}); its parameters were refitted on "
+                "this split, so the comparison is like for like"
+            )
+    started = time.perf_counter()
+    train, test = split.apply(data)
+    candidate = ALSModel(**config)
+    metrics, candidate_result = _fit_and_evaluate(candidate, train, test, k)
+    config = candidate.get_config()  # complete, normalised (e.g. dtype as a name)
+    baseline, baseline_result = _fit_and_evaluate(PopularityModel(), train, test, k)
+    evaluations = {"als": candidate_result, "popularity": baseline_result}
+
+    previous_metrics = None
+    if previous is not None:
+        if previous.get("model_type") == candidate.model_type and previous.get("params") == config:
+            previous_metrics = dict(metrics)  # same parameters, same split: same figures
+        else:
+            previous_metrics, _ = _fit_and_evaluate(
+                _model_from_card(previous, target.card), train, test, k
+            )
+
+    losses = []
+    if metrics[figure] < baseline[figure]:
+        losses.append(_loss(label, "popularity", metrics[figure], baseline[figure]))
+    if previous_metrics is not None and metrics[figure] < previous_metrics[figure]:
+        losses.append(
+            _loss(label, f"the current model {name!r}", metrics[figure], previous_metrics[figure])
+        )
+    if losses and not force:
+        reason = "not promoted: " + "; ".join(losses + notes)
+        return PromotionResult(
+            False, reason, metrics, baseline, previous_metrics, evaluations=evaluations
+        )
+    if losses:
+        reason = "promoted by force although " + "; ".join(losses + notes)
+    else:
+        beaten = [f"popularity {baseline[figure]:.4f}"]
+        if previous_metrics is not None:
+            beaten.append(f"the current model {previous_metrics[figure]:.4f}")
+        reason = f"promoted: {label} {metrics[figure]:.4f} >= " + " and ".join(beaten)
+        reason = "; ".join([reason, *notes])
+
+    source_record = source.to_dict() if source is not None else None
+    training = {"data": source_record, "split": split.to_dict(), "part": "all"}
+    served = ALSModel(**config).fit(data)
+    fallback = PopularityModel().fit(data)
+    served.training = training
+    fallback.training = training
+    size = {"n_users": data.n_users, "n_items": data.n_items, "cells": data.nnz}
+    card = {
+        "card_version": CARD_VERSION,
+        "name": name,
+        "model_type": served.model_type,
+        "params": config,
+        "served_model": {
+            "trained_on": "all data",
+            "note": "the metrics were measured by the same parameters fitted on the train "
+            "split; the served model is refitted on all the data",
+            **size,
+            "training": training,
+        },
+        "split": {
+            **split.to_dict(),
+            "fingerprint": fingerprint,
+            "train_cells": train.nnz,
+            "test_cells": test.nnz,
+        },
+        "k": k,
+        "metrics": metrics,
+        "popularity_metrics": baseline,
+        "previous_metrics": previous_metrics,
+        "gate": {"passed": not losses, "forced": bool(force and losses), "reason": reason},
+        "data": {"source": source_record, "fingerprint": fingerprint, **size},
+        "fallback": {"model_type": fallback.model_type, "file": target.popularity.name},
+        "files": {},
+        "seconds": round(time.perf_counter() - started, 3),
+        "environment": environment_record(),
+        "created": utc_now(),
+    }
+    archived = write_artefact(target, served, fallback, card)
+    return PromotionResult(
+        True,
+        reason,
+        metrics,
+        baseline,
+        previous_metrics,
+        model_path=target.model,
+        card_path=target.card,
+        popularity_path=target.popularity,
+        archived=archived,
+        card=card,
+        evaluations=evaluations,
+    )
