@@ -1,0 +1,580 @@
+"""The study runner: a sweep of :class:`~alsresearch.als.ALSModel` hyperparameters with Optuna.
+
+A sweep (:func:`tune`) drops the test part of the data with the test split
+(:class:`~alsresearch.split.SplitSpec`: random, temporal or leave-last, the same spec
+``alsresearch evaluate`` and ``promote`` use later) and carves a validation split out of the rest
+(the search space's ``validation`` section, :func:`alsresearch.split.validation_split`): every
+trial fits on the fit part and is scored by NDCG@k on the validation part, so the test set is
+never looked at.
+
+- Seeded TPE sampler; the search space's defaults are enqueued as trial 0, once per study (also
+  when a study is resumed).
+- Per-iteration pruning: the fit callback reports the validation metric after every
+  ``validation.every`` iterations and a median pruner stops trials that trail the others.
+- Storage: any Optuna RDB URL; by default a SQLite file ``experiments/<study>.db`` under
+  :func:`alsresearch.paths.home`. Studies resume (``load_if_exists``); ``workers`` processes
+  share one study. Finished trials are committed one by one, so a killed worker loses only its
+  running trial, which the heartbeat marks failed after ``GRACE_BEATS * heartbeat`` seconds
+  without a beat; the sweep then runs until exactly ``n_trials`` trials are COMPLETE or PRUNED.
+- A study records the data (its source spec, fingerprint and shape), the split, the seed and
+  the search space; resuming it with any of them changed is refused, naming what differs.
+- Exports ``trials.csv`` and ``best.json`` (best parameters, validation metric, the defaults'
+  and popularity's validation metric, study name, seed, data and split records, environment).
+
+Optuna is an optional dependency (the ``notebooks`` extra): it is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alsresearch import files, paths, provenance
+from alsresearch.checks import check_int
+from alsresearch.data import Interactions
+from alsresearch.errors import SpecMismatchError
+from alsresearch.source import DataSource
+from alsresearch.split import SplitSpec, validation_split
+from alsresearch.tuning.space import SearchSpace
+
+__all__ = [
+    "GRACE_BEATS",
+    "TuneResult",
+    "ValidationData",
+    "default_study_name",
+    "export_results",
+    "load_study",
+    "storage_url",
+    "tune",
+    "validation_data",
+]
+
+_FINISHED = ("COMPLETE", "PRUNED")
+#: a running trial without a heartbeat for this many intervals belongs to a dead worker. Generous,
+#: because the heartbeat thread needs the GIL, which a long compiled ALS sweep may hold.
+GRACE_BEATS = 6
+
+
+# ---------------------------------------------------------------------------------- data
+@dataclass
+class ValidationData:
+    """What every trial sees: the fit part and the (user-capped) validation part."""
+
+    fit: Interactions
+    valid: Interactions
+    k: int
+    every: int
+
+
+def validation_data(
+    data: Interactions,
+    space: SearchSpace,
+    *,
+    seed: int = 0,
+    split: SplitSpec = SplitSpec(),  # noqa: B008 (frozen: one shared default is safe)
+) -> ValidationData:
+    """The tuning data: drop the test part of ``split``, then split the rest into fit and
+    validation parts.
+
+    ``split`` is the test split used later to score the chosen model (``alsresearch evaluate``
+    and :func:`alsresearch.promote.promote` take the same spec), so its test cells are never
+    seen here; a split with ``test_fraction=0`` tunes on all of ``data`` (when it is already a
+    training set). The validation part is a seeded random share ``validation.fraction`` of each
+    user's remaining cells, and keeps at most ``validation.max_users`` users (a seeded sample)
+    so that scoring it every few iterations stays cheap.
+    """
+    train, _ = split.apply(data)
+    v = space.validation
+    fit, valid = validation_split(train, "random", test_fraction=v["fraction"], seed=seed)
+    users = np.flatnonzero(np.diff(valid.matrix.indptr))
+    if len(users) == 0:
+        raise ValueError(
+            f"no validation users: the data ({data!r}) has no user with two or more interactions"
+            " left after the test split"
+        )
+    if len(users) > v["max_users"]:
+        keep = np.zeros(valid.n_users, dtype=bool)
+        keep[np.random.default_rng(seed).choice(users, v["max_users"], replace=False)] = True
+        valid = valid.select_cells(np.repeat(keep, np.diff(valid.matrix.indptr)))
+    return ValidationData(fit=fit, valid=valid, k=v["k"], every=v["every"])
+
+
+def _validation_score(model, vd: ValidationData) -> float:
+    from alsresearch.evaluate import evaluate
+
+    return float(
+        evaluate(model, vd.fit, vd.valid, k=vd.k, metrics=["ndcg"]).metrics[f"ndcg@{vd.k}"]
+    )
+
+
+# ---------------------------------------------------------------------------------- storage
+def default_study_name(data: Interactions, seed: int) -> str:
+    """``als-<data fingerprint[:12]>-s<seed>``: the same data and seed resume the same study."""
+    return f"als-{data.fingerprint()[:12]}-s{seed}"
+
+
+def storage_url(storage: str | Path | None, study_name: str) -> str:
+    """An Optuna RDB URL: ``storage`` as given when it has a scheme, a plain path becomes a
+    SQLite file, None the default ``experiments/<study>.db`` under the working directory (or
+    ``$ALSRESEARCH_HOME``)."""
+    if storage is None:
+        storage = paths.experiments_dir() / f"{study_name}.db"
+    text = str(storage)
+    if "://" in text:
+        return text
+    path = Path(text).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _storage(url: str, heartbeat: int | None):
+    import optuna
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat,
+            grace_period=None if heartbeat is None else GRACE_BEATS * heartbeat,
+        )
+
+
+def load_study(storage: str | Path | None, study_name: str):
+    """Open an existing study (for plots and exports); ``storage`` as in :func:`storage_url`."""
+    import optuna
+
+    return optuna.load_study(
+        study_name=study_name, storage=_storage(storage_url(storage, study_name), None)
+    )
+
+
+def _counts(study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------------------------- records
+def _study_record(
+    data: Interactions,
+    vd: ValidationData,
+    source: DataSource | None,
+    split: SplitSpec,
+    space: SearchSpace,
+    seed: int,
+    url: str,
+) -> dict[str, Any]:
+    """What a study is made with, stored in its user attributes (JSON-ready) and copied into
+    best.json: the data, the split, the seed and the search space."""
+    record = {
+        "data": {
+            "source": None if source is None else source.to_dict(),
+            "fingerprint": data.fingerprint(),
+            "n_users": data.n_users,
+            "n_items": data.n_items,
+            "nnz": data.nnz,
+            "fit_fingerprint": vd.fit.fingerprint(),
+        },
+        "seed": seed,
+        "metric": space.metric,
+        "fixed": space.fixed,
+        "search_space": space.to_dict(),
+        "storage": url,
+        "split": {
+            **split.to_dict(),
+            "validation_fraction": space.validation["fraction"],
+            "validation_seed": seed,
+        },
+        "validation_users": int(np.count_nonzero(np.diff(vd.valid.matrix.indptr))),
+    }
+    return files.to_jsonable(record, "study record")
+
+
+def _recorded_split(recorded: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A study's split record as a SplitSpec record (None: nothing recorded); studies made
+    before split kinds existed recorded ``test_fraction`` and ``split_seed`` of a random split."""
+    if not recorded or "kind" in recorded:
+        return recorded or None
+    return {
+        "kind": "random",
+        "test_fraction": recorded.get("test_fraction"),
+        "seed": recorded.get("split_seed"),
+    }
+
+
+def _check_resume(
+    attrs: dict[str, Any],
+    record: dict[str, Any],
+    source: DataSource | None,
+    split: SplitSpec,
+    where: str,
+) -> None:
+    """Refuse to resume a study made with another data source, split, data, seed or search
+    space, naming what differs. A study made from Interactions without a source spec (or
+    resumed without one) is compared by data fingerprint only."""
+    what = f"{where} was created with"
+    hint = "; pick another study name (--study) or storage"
+    try:
+        if source is not None:
+            source.check_same(attrs["data"].get("source"), what)
+        split.check_same(_recorded_split(attrs.get("split")), what)
+    except SpecMismatchError as exc:
+        raise SpecMismatchError(f"{exc}{hint}") from None
+    for name, before, now in (
+        ("data", attrs["data"].get("fingerprint"), record["data"]["fingerprint"]),
+        ("seed", attrs.get("seed"), record["seed"]),
+    ):
+        if before != now:
+            raise SpecMismatchError(f"{what} {name} {before!r}, not {now!r}{hint}")
+    if attrs.get("search_space") != record["search_space"]:
+        raise SpecMismatchError(f"{what} another search space{hint}")
+
+
+# ---------------------------------------------------------------------------------- trials
+class _Surplus(Exception):
+    """Raised by a trial that started after the requested number was already in flight."""
+
+
+@dataclass
+class _Objective:
+    space: SearchSpace
+    vd: ValidationData
+    seed: int
+    n_trials: int
+    num_threads: int = 0
+
+    def __call__(self, trial) -> float:
+        self._check_quota(trial)
+        try:
+            return self._run(trial)
+        except _CAUGHT as exc:  # recorded in the study (Optuna only logs it)
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _run(self, trial) -> float:
+        import optuna
+
+        from alsresearch.als import ALSModel
+
+        params = self.space.suggest(trial)
+        model = ALSModel(**params, random_state=self.seed, num_threads=self.num_threads)
+        last = {"value": math.nan, "pruned": False}
+        n_iter = model.config.iterations
+
+        def callback(iteration: int, m) -> bool:
+            if iteration % self.vd.every and iteration != n_iter:
+                return False
+            value = _validation_score(m, self.vd)
+            last["value"] = value
+            trial.report(value, iteration)
+            if trial.should_prune():
+                last["pruned"] = True
+                return True
+            return False
+
+        start = time.perf_counter()
+        model.fit(self.vd.fit, callback=callback)
+        trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
+        if last["pruned"]:
+            raise optuna.TrialPruned()
+        return last["value"]
+
+    def _check_quota(self, trial) -> None:
+        """Trials are numbered atomically by the storage: when ``n_trials`` trials numbered
+        below this one are finished or running, this one is surplus (two workers started at
+        once for the last slot) and is marked failed before doing any work."""
+        from optuna.trial import TrialState
+
+        ahead = sum(
+            1
+            for t in trial.study.get_trials(deepcopy=False)
+            if t.number < trial.number
+            and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        )
+        if ahead >= self.n_trials:
+            trial.set_user_attr("surplus", True)
+            raise _Surplus(
+                f"trial {trial.number} not needed: {self.n_trials} trials are done or running"
+            )
+
+
+_CAUGHT = (_Surplus, ValueError, FloatingPointError, ArithmeticError, np.linalg.LinAlgError)
+
+
+def _sampler(space: SearchSpace, seed: int):
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, **space.sampler)
+
+
+def _pruner(space: SearchSpace):
+    import optuna
+
+    return optuna.pruners.MedianPruner(**space.pruner)
+
+
+def _progress(study, trial) -> None:
+    counts = _counts(study)
+    done = sum(counts.get(s, 0) for s in _FINISHED)
+    value = "" if trial.value is None else f" {trial.value:.4f}"
+    try:
+        best = f", best {study.best_value:.4f} (trial {study.best_trial.number})"
+    except ValueError:
+        best = ""
+    params = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
+    )
+    print(
+        f"[pid {os.getpid()}] trial {trial.number} {trial.state.name}{value} ({params}); "
+        f"{done} finished{best}",
+        flush=True,
+    )
+
+
+def _work(
+    study_name: str,
+    url: str,
+    objective: _Objective,
+    worker: int,
+    heartbeat: int,
+    max_failures: int,
+    quiet: bool,
+) -> None:
+    """One worker: run trials until ``n_trials`` are COMPLETE or PRUNED (any worker's)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = _storage(url, heartbeat)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    # distinct, reproducible random streams per worker and per resume point
+    n_before = len(study.get_trials(deepcopy=False))
+    seed = int(np.random.SeedSequence([objective.seed, worker, n_before]).generate_state(1)[0])
+    study.sampler = _sampler(objective.space, seed)
+    study.pruner = _pruner(objective.space)
+    callbacks = [] if quiet else [_progress]
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        failed = [
+            t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")
+        ]
+        if done >= objective.n_trials:
+            return
+        if len(failed) > max_failures:
+            reason = failed[-1].user_attrs.get("error", "no error recorded (a NaN score?)")
+            raise RuntimeError(
+                f"study {study_name!r}: {len(failed)} failed trials (more than {max_failures}); "
+                f"the last one (trial {failed[-1].number}): {reason}"
+            )
+        if done + running >= objective.n_trials:
+            time.sleep(min(1.0, heartbeat / 2))  # the last trials are running elsewhere
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # numerical trouble in one trial (an exception or a NaN score) fails that trial
+            # only; anything else is a bug and stops the sweep
+            study.optimize(objective, n_trials=1, catch=_CAUGHT, callbacks=callbacks)
+
+
+def _work_in_child(*args) -> None:  # the target of spawned worker processes
+    _work(*args)
+
+
+# ---------------------------------------------------------------------------------- results
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    best_params: dict
+    best_value: float
+    best_trial: int
+    defaults_value: float | None
+    popularity_value: float
+    counts: dict
+    best_json: Path | None
+    trials_csv: Path | None
+
+    @property
+    def beats_popularity(self) -> bool:
+        return self.best_value > self.popularity_value
+
+
+def export_results(study, out_dir: str | Path | None, extra: dict | None = None) -> TuneResult:
+    """Summarise a finished study; with ``out_dir`` also write trials.csv and best.json."""
+    from optuna.trial import TrialState
+
+    attrs = study.user_attrs
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise RuntimeError(f"study {study.study_name!r} has no COMPLETE trial yet")
+    best = study.best_trial
+    defaults = [t for t in complete if t.user_attrs.get("role") == "defaults"]
+    fixed = attrs.get("fixed", {})
+    result = TuneResult(
+        study_name=study.study_name,
+        storage=attrs.get("storage", ""),
+        best_params={**fixed, **best.params, "random_state": attrs.get("seed")},
+        best_value=float(best.value),
+        best_trial=best.number,
+        defaults_value=float(defaults[0].value) if defaults else None,
+        popularity_value=float(attrs["popularity_value"]),
+        counts=_counts(study),
+        best_json=None,
+        trials_csv=None,
+    )
+    if out_dir is None:
+        return result
+    out = Path(out_dir)
+    frame = study.trials_dataframe()
+    result.trials_csv = files.atomic_write(
+        out / "trials.csv", lambda fh: frame.to_csv(fh, index=False)
+    )
+    metric = attrs.get("metric", "ndcg@10")
+    record = {
+        "study": study.study_name,
+        "storage": result.storage,
+        "seed": attrs.get("seed"),
+        "metric": metric,
+        "params": result.best_params,
+        "best_trial": result.best_trial,
+        "validation": {
+            metric: result.best_value,
+            f"defaults_{metric}": result.defaults_value,
+            f"popularity_{metric}": result.popularity_value,
+            "beats_popularity": result.beats_popularity,
+            "n_users": attrs.get("validation_users"),
+        },
+        "trials": result.counts,
+        "data": attrs.get("data", {}),
+        "split": attrs.get("split", {}),
+        "search_space": attrs.get("search_space", {}),
+        "created": provenance.utc_now(),
+        "environment": provenance.environment_record(),
+        **(extra or {}),
+    }
+    result.best_json = files.write_json(out / "best.json", record, "best.json")
+    return result
+
+
+# ---------------------------------------------------------------------------------- tune
+def tune(
+    data: Interactions,
+    *,
+    split: SplitSpec = SplitSpec(),  # noqa: B008 (frozen: one shared default is safe)
+    source: DataSource | None = None,
+    n_trials: int = 50,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    storage: str | Path | None = None,
+    study_name: str | None = None,
+    space: SearchSpace | str | Path | None = None,
+    workers: int = 1,
+    heartbeat: int = 10,
+    max_failures: int | None = None,
+    quiet: bool = False,
+) -> TuneResult:
+    """Run (or resume) a sweep until ``n_trials`` trials are COMPLETE or PRUNED.
+
+    ``data`` is the whole data set; the test part of ``split`` is dropped before anything else
+    (:func:`validation_data`). ``source`` is the spec ``data`` was read with (None when the
+    caller built the Interactions itself); it is recorded, with ``split``, in the study and in
+    best.json. The study name defaults to :func:`default_study_name`, so the same data and seed
+    resume the same study; a study created with another data source, split, data, seed or
+    search space is refused (:class:`~alsresearch.errors.SpecMismatchError` naming what
+    differs). ``space`` is a :class:`SearchSpace`, a YAML path, or None for the package's
+    default. ``workers > 1`` starts that many processes (each fitting with
+    ``cpu_count // workers`` threads). ``heartbeat`` is Optuna's heartbeat interval in seconds:
+    a trial whose worker died is marked FAIL after ``GRACE_BEATS * heartbeat`` seconds and its
+    slot is run again. More than ``max_failures`` failed trials (default ``n_trials``) stop the
+    sweep with the last error. With ``out_dir``, trials.csv and best.json are written there.
+    """
+    import optuna
+
+    n_trials = check_int(n_trials, "n_trials", low=1)
+    seed = check_int(seed, "seed", low=0)
+    workers = check_int(workers, "workers", low=1)
+    heartbeat = check_int(heartbeat, "heartbeat (seconds)", low=1)
+    max_failures = (
+        n_trials if max_failures is None else check_int(max_failures, "max_failures", low=0)
+    )
+    if not isinstance(space, SearchSpace):
+        space = SearchSpace.load(space)
+    study_name = study_name or default_study_name(data, seed)
+    url = storage_url(storage, study_name)
+    vd = validation_data(data, space, seed=seed, split=split)
+    record = _study_record(data, vd, source, split, space, seed, url)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=_storage(url, None),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    if "data" in study.user_attrs:
+        _check_resume(study.user_attrs, record, source, split, f"study {study_name!r} in {url}")
+    else:
+        from alsresearch.baselines import PopularityModel
+
+        record["popularity_value"] = _validation_score(PopularityModel().fit(vd.fit), vd)
+        for key, value in record.items():
+            study.set_user_attr(key, value)
+    study.enqueue_trial(space.defaults, user_attrs={"role": "defaults"}, skip_if_exists=True)
+
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
+    objective = _Objective(space, vd, seed, n_trials, num_threads=threads)
+    args = (study_name, url, objective, 0, heartbeat, max_failures, quiet)
+    if not quiet:
+        data_text = "the given interactions" if source is None else source.describe()
+        part = f"minus the test part of {split}" if split.holds_out else "(no test split)"
+        print(
+            f"study {study_name} ({url}): {n_trials} trials, {workers} worker(s), on "
+            f"{data_text} {part}; popularity {space.metric} on validation "
+            f"{study.user_attrs['popularity_value']:.4f}",
+            flush=True,
+        )
+    if workers == 1:
+        _work(*args)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        procs = [
+            ctx.Process(target=_work_in_child, args=(*args[:3], w, *args[4:]), daemon=False)
+            for w in range(workers)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [p.exitcode for p in procs if p.exitcode != 0]
+        if bad:
+            raise RuntimeError(f"{len(bad)} of {workers} workers failed (exit codes {bad})")
+    result = export_results(study, out_dir)
+    if not quiet:
+        verdict = "beats" if result.beats_popularity else "does NOT beat"
+        print(
+            f"best trial {result.best_trial}: {space.metric} {result.best_value:.4f} on validation "
+            f"(defaults {result.defaults_value}, popularity {result.popularity_value:.4f}): "
+            f"ALS {verdict} popularity; params {result.best_params}",
+            flush=True,
+        )
+        if result.best_json:
+            print(f"wrote {result.best_json} and {result.trials_csv}", flush=True)
+    return result

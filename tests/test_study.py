@@ -1,0 +1,346 @@
+"""Optuna sweeps: the validation protocol (never a test cell, whatever the split kind), trial 0,
+pruning, resuming (and refusing to resume with other data, split or source), several workers on
+one study, determinism, best.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from alsresearch import paths  # noqa: E402
+from alsresearch.als import ALSModel  # noqa: E402
+from alsresearch.baselines import PopularityModel  # noqa: E402
+from alsresearch.datasets import synthetic, synthetic_events  # noqa: E402
+from alsresearch.errors import SpecMismatchError  # noqa: E402
+from alsresearch.evaluate import evaluate  # noqa: E402
+from alsresearch.source import DataSource  # noqa: E402
+from alsresearch.split import SplitSpec, random_holdout, temporal_holdout  # noqa: E402
+from alsresearch.tuning import SearchSpace, tune, validation_data  # noqa: E402
+from alsresearch.tuning.study import _Objective  # noqa: E402
+from tests.tuning_helpers import SMALL, finished, open_study  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALSRESEARCH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(300, 120, 6000, seed=3)
+
+
+@pytest.fixture
+def space():
+    return SearchSpace.from_dict(SMALL, "small")
+
+
+@pytest.fixture(scope="module")
+def events_file(tmp_path_factory):
+    """Typed, timestamped events on disk (user_id, item_id, event, timestamp)."""
+    path = tmp_path_factory.mktemp("events") / "events.csv"
+    synthetic_events(150, 60, 2000, seed=4).to_csv(path, index=False)
+    return path
+
+
+def typed_source(path, **changes) -> DataSource:
+    return DataSource(path=path, event_col="event", timestamp_col="timestamp", **changes)
+
+
+# ------------------------------------------------------------------ validation protocol
+def test_validation_never_contains_test_cells(data, space):
+    vd = validation_data(data, space, seed=5, split=SplitSpec(test_fraction=0.2, seed=42))
+    train, test = random_holdout(data, 0.2, seed=42)
+    # fit + validation is exactly the training part: no test cell is ever looked at
+    assert vd.fit.matrix.multiply(test.matrix).nnz == 0
+    assert vd.valid.matrix.multiply(test.matrix).nnz == 0
+    assert vd.fit.matrix.multiply(vd.valid.matrix).nnz == 0
+    assert vd.fit.nnz + vd.valid.nnz <= train.nnz
+    assert (vd.valid.matrix - train.matrix.multiply(vd.valid.matrix > 0)).nnz == 0
+    # the validation users are capped at max_users
+    assert np.count_nonzero(np.diff(vd.valid.matrix.indptr)) == SMALL["validation"]["max_users"]
+
+
+def test_no_test_split_tunes_on_all_data(data, space):
+    uncapped = SearchSpace.from_dict(
+        {**SMALL, "validation": {**SMALL["validation"], "max_users": 10_000}}, "uncapped"
+    )
+    vd = validation_data(data, uncapped, seed=5, split=SplitSpec(test_fraction=0))
+    assert (vd.fit.matrix + vd.valid.matrix - data.matrix).nnz == 0
+
+
+def test_temporal_split_keeps_every_test_cell_out_of_fit_and_validation(events_file, tmp_path):
+    data = typed_source(events_file).load()
+    uncapped = SearchSpace.from_dict(
+        {**SMALL, "validation": {**SMALL["validation"], "max_users": 10_000}}, "uncapped"
+    )
+    split = SplitSpec(kind="temporal", test_fraction=0.25)
+    train, test = temporal_holdout(data, test_fraction=0.25)
+    vd = validation_data(data, uncapped, seed=3, split=split)
+    # fit and validation are disjoint and together exactly the temporal training part
+    assert vd.fit.matrix.multiply(vd.valid.matrix).nnz == 0
+    assert (vd.fit.matrix + vd.valid.matrix - train.matrix).nnz == 0
+    assert vd.fit.matrix.multiply(test.matrix).nnz == 0
+    assert vd.valid.matrix.multiply(test.matrix).nnz == 0
+    # a random split of the same share would have put some of these test cells in the fit
+    # part, so the checks above tell the kinds apart
+    other = validation_data(data, uncapped, seed=3, split=SplitSpec(test_fraction=0.25))
+    assert other.fit.matrix.multiply(test.matrix).nnz > 0
+
+    # tune fits its trials on that same fit part
+    result = tune(
+        data, split=split, n_trials=2, seed=3, space=uncapped, out_dir=tmp_path, quiet=True
+    )
+    best = json.loads(result.best_json.read_text())
+    assert best["data"]["fit_fingerprint"] == vd.fit.fingerprint()
+    assert best["split"] == {
+        "kind": "temporal",
+        "test_fraction": 0.25,
+        "seed": SplitSpec().seed,
+        "validation_fraction": 0.2,
+        "validation_seed": 3,
+    }
+    pop = evaluate(PopularityModel().fit(vd.fit), vd.fit, vd.valid, k=10).metrics["ndcg@10"]
+    assert best["validation"]["popularity_ndcg@10"] == pytest.approx(pop)
+
+
+def test_pruned_trial_stops_fitting_at_the_report(data, space):
+    """The fit callback reports the validation metric and stops the fit when told to prune."""
+    vd = validation_data(data, space, seed=0)
+    reports = []
+
+    class Trial:  # stands in for optuna.Trial: prunes after the second report
+        number = 0
+        study = type("S", (), {"get_trials": staticmethod(lambda deepcopy=False: [])})()
+
+        def suggest_float(self, name, low, high, log=False):
+            return 1.0
+
+        def suggest_int(self, name, low, high, log=False):
+            return 6
+
+        def suggest_categorical(self, name, choices):
+            return choices[-1]
+
+        def report(self, value, step):
+            reports.append((step, value))
+
+        def should_prune(self):
+            return len(reports) == 2
+
+        def set_user_attr(self, key, value):
+            pass
+
+    with pytest.raises(optuna.TrialPruned):
+        _Objective(space, vd, seed=0, n_trials=5)(Trial())
+    assert [s for s, _ in reports] == [1, 2]  # iterations 3..6 never ran
+    # the reported value is the validation NDCG of the model after that iteration
+    model = ALSModel(
+        factors=8, iterations=2, alpha=1.0, regularization=1.0, scaling="log", random_state=0
+    )
+    model.fit(vd.fit)
+    expected = evaluate(model, vd.fit, vd.valid, k=10).metrics["ndcg@10"]
+    assert reports[-1][1] == pytest.approx(expected, rel=1e-6)
+
+
+# ------------------------------------------------------------------ studies
+def test_sweep_records_defaults_popularity_and_best(data, space, tmp_path):
+    out = tmp_path / "out"
+    result = tune(data, n_trials=6, seed=1, out_dir=out, space=space, quiet=True)
+    url = f"sqlite:///{paths.experiments_dir() / (result.study_name + '.db')}"
+    assert result.storage == url  # default storage: experiments/<study>.db under the home
+    study = open_study(url, result.study_name)
+    trials = finished(study)
+    assert len(trials) == 6
+    first = study.trials[0]
+    assert first.params == SMALL["defaults"] and first.user_attrs["role"] == "defaults"
+
+    best = json.loads((out / "best.json").read_text())
+    csv = pd.read_csv(out / "trials.csv")
+    complete = csv[csv["state"] == "COMPLETE"]
+    assert best["validation"]["ndcg@10"] == pytest.approx(complete["value"].max())
+    # ALSModel arguments, the seed of the initial factors included (as in every trial)
+    assert best["params"] == {"solver": "cg", **study.best_trial.params, "random_state": 1}
+    assert best["study"] == result.study_name and best["seed"] == 1
+    assert best["data"]["fingerprint"] == data.fingerprint()
+    assert best["data"]["source"] is None  # Interactions built by the caller
+    assert best["environment"]["git"].keys() == {"commit", "dirty"}
+    # popularity on the same validation split, computed here independently
+    vd = validation_data(data, space, seed=1)
+    pop = evaluate(PopularityModel().fit(vd.fit), vd.fit, vd.valid, k=10).metrics["ndcg@10"]
+    assert best["validation"]["popularity_ndcg@10"] == pytest.approx(pop)
+    assert best["validation"]["defaults_ndcg@10"] == pytest.approx(first.value)
+    assert best["validation"]["beats_popularity"] == (best["validation"]["ndcg@10"] > pop)
+    # a trial's value is the validation NDCG of ALS fitted on the fit part with its params
+    t = study.trials[0]
+    model = ALSModel(**best["params"] | t.params).fit(vd.fit)
+    assert t.value == pytest.approx(
+        evaluate(model, vd.fit, vd.valid, k=10).metrics["ndcg@10"], rel=1e-6
+    )
+
+
+def test_best_json_records_the_data_source_and_split(events_file, space, tmp_path):
+    source = typed_source(events_file, event_weights="view=1,click=2,purchase=5")
+    data = source.load()
+    split = SplitSpec(kind="leave_last", seed=7)
+    result = tune(
+        data, split=split, source=source, n_trials=2, out_dir=tmp_path, space=space, quiet=True
+    )
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["data"] == {
+        "source": {
+            "path": str(events_file.resolve()),
+            "format": "events",
+            "user_col": "user_id",
+            "item_col": "item_id",
+            "weight_col": None,
+            "event_col": "event",
+            "event_weights": {"view": 1.0, "click": 2.0, "purchase": 5.0},
+            "timestamp_col": "timestamp",
+            "errors": "raise",
+        },
+        "fingerprint": data.fingerprint(),
+        "n_users": 150,
+        "n_items": data.n_items,
+        "nnz": data.nnz,
+        "fit_fingerprint": validation_data(data, space, seed=0, split=split).fit.fingerprint(),
+    }
+    assert best["split"] == {
+        "kind": "leave_last",
+        "test_fraction": SplitSpec().test_fraction,
+        "seed": 7,
+        "validation_fraction": 0.2,
+        "validation_seed": 0,
+    }
+    # the study holds the same records, for resuming
+    attrs = open_study(result.storage, result.study_name).user_attrs
+    assert attrs["data"] == best["data"] and attrs["split"] == best["split"]
+
+
+def test_resume_adds_trials_and_enqueues_the_defaults_once(data, space):
+    first = tune(data, n_trials=4, seed=2, space=space, quiet=True)
+    url = first.storage
+    before = {t.number: (t.params, t.value) for t in finished(open_study(url, first.study_name))}
+    tune(data, n_trials=7, seed=2, space=space, quiet=True)
+    study = open_study(url, first.study_name)
+    trials = finished(study)
+    assert len(trials) == 7
+    assert sum(t.user_attrs.get("role") == "defaults" for t in study.trials) == 1
+    for t in trials:  # nothing finished before was changed
+        if t.number in before:
+            assert (t.params, t.value) == before[t.number]
+    # asking for fewer than are done changes nothing
+    tune(data, n_trials=5, seed=2, space=space, quiet=True)
+    assert len(finished(open_study(url, first.study_name))) == 7
+
+
+def test_resume_refuses_other_data(data, space):
+    tune(data, n_trials=2, seed=0, space=space, study_name="shared", quiet=True)
+    other = synthetic(200, 100, 3000, seed=9)
+    with pytest.raises(SpecMismatchError, match="was created with data"):
+        tune(other, n_trials=2, seed=0, space=space, study_name="shared", quiet=True)
+    with pytest.raises(SpecMismatchError, match="was created with seed 0, not 1"):
+        tune(data, n_trials=2, seed=1, space=space, study_name="shared", quiet=True)
+
+
+def test_resume_refuses_another_split_or_source_naming_the_field(events_file, space):
+    source = typed_source(events_file)
+    data = source.load()
+    temporal = SplitSpec(kind="temporal")
+    result = tune(
+        data, split=temporal, source=source, n_trials=2, study_name="s", space=space, quiet=True
+    )
+
+    def resume(split=temporal, source=source):
+        tune(data, split=split, source=source, n_trials=3, study_name="s", space=space, quiet=True)
+
+    with pytest.raises(SpecMismatchError, match=r"split: kind 'temporal' there, 'random' here"):
+        resume(split=SplitSpec())
+    with pytest.raises(SpecMismatchError, match=r"test_fraction 0.2 there, 0.3 here"):
+        resume(split=SplitSpec(kind="temporal", test_fraction=0.3))
+    # every type weighted 1 reads the same counts (the fingerprints agree), but it is another
+    # spec: the source check names the field
+    same_counts = typed_source(events_file, event_weights="view=1,click=1,purchase=1")
+    assert same_counts.load().fingerprint() == data.fingerprint()
+    with pytest.raises(SpecMismatchError, match=r"event_weights None there, \{'view': 1.0"):
+        resume(source=same_counts)
+    # nothing was run by the refused calls; the right spec resumes
+    assert len(finished(open_study(result.storage, "s"))) == 2
+    resume()
+    assert len(finished(open_study(result.storage, "s"))) == 3
+
+
+def test_study_from_before_split_kinds_resumes_as_a_random_split(data, space):
+    """Studies made before SplitSpec recorded ``test_fraction`` and ``split_seed`` only."""
+    result = tune(data, n_trials=2, seed=0, space=space, study_name="old", quiet=True)
+    study = open_study(result.storage, "old")
+    default = SplitSpec()
+    study.set_user_attr(
+        "split",
+        {
+            "test_fraction": default.test_fraction,
+            "split_seed": default.seed,
+            "validation_fraction": 0.2,
+            "validation_seed": 0,
+        },
+    )
+    with pytest.raises(SpecMismatchError, match=f"seed {default.seed} there, 7 here"):
+        tune(data, split=SplitSpec(seed=7), n_trials=3, study_name="old", space=space, quiet=True)
+    tune(data, n_trials=3, seed=0, space=space, study_name="old", quiet=True)
+    assert len(finished(open_study(result.storage, "old"))) == 3
+
+
+def test_same_seed_same_sweep(data, space, tmp_path):
+    """Deterministic: one worker, one seed -> the same trials, parameters and values."""
+    runs = []
+    for i in range(2):
+        r = tune(data, n_trials=6, seed=4, space=space, storage=tmp_path / f"s{i}.db", quiet=True)
+        runs.append(
+            [(t.state.name, t.params, t.value) for t in open_study(r.storage, r.study_name).trials]
+        )
+    assert runs[0] == runs[1]  # exact: same seed, same data, same arithmetic
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [
+        ("n_trials", 0, "n_trials must be an integer >= 1, got 0"),
+        ("workers", 1.5, "workers must be an integer >= 1, got 1.5"),
+        ("heartbeat", True, "heartbeat (seconds) must be an integer >= 1, got True"),
+        ("seed", -1, "seed must be an integer >= 0, got -1"),
+        ("max_failures", -1, "max_failures must be an integer >= 0, got -1"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_them(data, space, argument, value, message):
+    with pytest.raises(ValueError) as err:
+        tune(data, space=space, quiet=True, **{argument: value})
+    assert message in str(err.value)
+    assert not paths.experiments_dir().exists()  # refused before any study was made
+
+
+@pytest.mark.slow
+def test_two_workers_reach_the_exact_count(data, space, tmp_path):
+    result = tune(
+        data, n_trials=8, seed=0, space=space, storage=tmp_path / "two.db", workers=2, quiet=True
+    )
+    study = open_study(result.storage, result.study_name)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert len(finished(study)) == 8
+    # both workers took part (their pids are not recorded; their sampler streams differ, so
+    # the only check is the count) and nothing failed apart from surplus starts
+    assert all(t.user_attrs.get("surplus") for t in study.trials if t.state.name == "FAIL")
+
+
+def test_failing_trials_stop_the_sweep_with_the_reason(data):
+    broken = SearchSpace.from_dict({**SMALL, "fixed": {"cg_steps": 0}}, "broken")
+    with pytest.raises(
+        RuntimeError, match=r"3 failed trials \(more than 2\).*cg_steps must be an integer >= 1"
+    ):
+        tune(data, n_trials=4, seed=0, space=broken, max_failures=2, quiet=True)
