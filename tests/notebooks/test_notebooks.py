@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alsresearch import experiments, paths
+from alsresearch import paths, records, runner
 from tests import layout
 
 pytest.importorskip("papermill")
@@ -54,13 +54,14 @@ def run(tmp_path_factory):
     path.write_text(json.dumps(spec))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ALSRESEARCH_HOME", str(home))
-        out, runs = experiments.run_experiment(path)
+        out, runs = runner.run_experiment(path)
     failed = {r.label: r.error for r in runs if r.status != "ok"}
     assert not failed, failed
     return {
         "home": home,
         "out": out,
-        "results": {r.label: experiments.read_results(r.output_dir) for r in runs},
+        "results": {r.label: records.read_results(r.output_dir) for r in runs},
+        "runs": runs,
     }
 
 
@@ -124,3 +125,35 @@ def test_04_tuned_model_beats_popularity_and_is_promoted(run):
     # by-history buckets cover every evaluated user
     buckets = {k: v for k, v in metrics.items() if k.startswith("als_ndcg@10_history_")}
     assert len(buckets) >= 2
+
+
+def test_every_record_names_the_data_source_and_split(run):
+    """The shipped data, read the default way; the default split where a notebook splits."""
+    from alsresearch.source import DataSource
+    from alsresearch.split import SplitSpec
+
+    for label, record in run["results"].items():
+        assert record["data"]["source"] == DataSource().to_dict(), label
+        if label == "01-explore":
+            assert record["split"] is None
+        else:
+            assert record["split"] == SplitSpec().to_dict(), label
+    train = run["results"]["02-train-1"]["train"]
+    assert 0 < train["nnz"] < run["results"]["02-train-1"]["data"]["nnz"]
+
+
+def test_no_notebook_warns_about_progress_bars(run):
+    """With ipywidgets installed (the notebooks extra) tqdm finds IProgress: no TqdmWarning in
+    any executed notebook or kernel log, and no widget output (progress stays plain text)."""
+    import nbformat
+
+    for r in run["runs"]:
+        executed = nbformat.read(r.output_dir / r.notebook.name, as_version=4)
+        outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+        text = "\n".join(str(o.get("text", "")) + str(o.get("data", "")) for o in outputs)
+        assert "IProgress not found" not in text and "TqdmWarning" not in text, r.label
+        assert not any(
+            "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs
+        )
+        log = r.output_dir / "kernel-stderr.log"
+        assert "TqdmWarning" not in (log.read_text() if log.is_file() else ""), r.label

@@ -1,0 +1,71 @@
+"""``alsresearch evaluate``: score a trained model on the held-out part of the split it was
+trained beside, against item popularity fitted on the same training part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from alsresearch.cli._options import (
+    HelpFormatter,
+    add_data_options,
+    add_split_options,
+    data_source,
+    split_spec,
+)
+
+
+def add_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a trained model on the held-out test split, against popularity",
+        description=(
+            "Re-create the test split of `alsresearch train` (same data options, --split, "
+            "--test-fraction, --split-seed), check that the model was trained on exactly its "
+            "training part (a model that records another data spec or split is refused, "
+            "naming what differs), and print top-k metrics of the model and of item "
+            "popularity fitted on the same training part."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_data_options(p)
+    p.add_argument("--model", type=Path, required=True, help="model file from `alsresearch train`")
+    p.add_argument("--k", type=int, default=10, help="list length of the metrics")
+    p.add_argument("--out", type=Path, help="also write the figures to this folder's results.json")
+    add_split_options(p)
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> int:
+    from alsresearch.base import load_model
+    from alsresearch.baselines import PopularityModel
+    from alsresearch.evaluate import check_trained_on, compare, flat_metrics
+    from alsresearch.records import check_training, write_results
+
+    source, split = data_source(args), split_spec(args)
+    if not split.holds_out:
+        raise ValueError("--test-fraction 0 leaves no test set to evaluate on")
+    model = load_model(args.model)
+    check_training(model.training, source, split, f"{args.model}: the model was trained on")
+    data = source.load()
+    train, test = split.apply(data)
+    check_trained_on(model, train, str(args.model))
+    popularity = PopularityModel().fit(train)
+    table, _ = compare({model.model_type: model, "popularity": popularity}, train, test, k=args.k)
+    n_users = int((np.diff(test.matrix.indptr) > 0).sum())
+    print(f"{args.model} on the test part ({test.nnz} cells, {n_users} users):")
+    print(table.T.to_string(float_format="{:.4f}".format))
+    if args.out:
+        path = write_results(
+            args.out,
+            params={"model": str(args.model), "k": args.k},
+            metrics=flat_metrics(table),
+            data=data,
+            source=source,
+            split=split,
+            train=train,
+            seed=split.seed,
+        )
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,140 @@
+"""Run records: ``results.json`` beside every executed notebook and every scored model, and the
+``training`` record a model file carries.
+
+``results.json`` (:func:`write_results`) holds the run's parameters and metrics, the data it
+read (:class:`~alsresearch.source.DataSource` record, fingerprint and shape), the split
+(:class:`~alsresearch.split.SplitSpec` record) and the training part's fingerprint, the seed,
+durations, and :func:`~alsresearch.provenance.environment_record` (git commit and dirty flag,
+package versions, threads). Every notebook's last cell writes one; the runner
+(:mod:`alsresearch.runner`) adds the run's status and timing; ``alsresearch evaluate --out``
+writes one.
+
+A model's ``training`` record (:func:`training_record`) says which data source, split and part
+it was fitted on; :func:`check_training` refuses to score it on data read another way or on
+another split, naming what differs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alsresearch import files, provenance
+from alsresearch.data import Interactions
+from alsresearch.source import DataSource
+from alsresearch.split import SplitSpec
+
+__all__ = [
+    "RESULTS_FILE",
+    "check_training",
+    "read_results",
+    "training_record",
+    "upper_case_parameters",
+    "write_results",
+]
+
+RESULTS_FILE = "results.json"
+
+_UPPER = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def upper_case_parameters(namespace: dict) -> dict:
+    """The notebook's parameters: its UPPER_CASE names bound to plain values (the convention
+    of every ``parameters`` cell), e.g. ``upper_case_parameters(globals())``."""
+    return {
+        k: v
+        for k, v in namespace.items()
+        if _UPPER.match(k) and (v is None or isinstance(v, bool | int | float | str))
+    }
+
+
+def _shape_record(data: Interactions) -> dict[str, Any]:
+    return {
+        "fingerprint": data.fingerprint(),
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "nnz": data.nnz,
+    }
+
+
+def write_results(
+    output_dir: str | Path,
+    *,
+    params: dict,
+    metrics: dict,
+    data: Interactions | None = None,
+    source: DataSource | None = None,
+    split: SplitSpec | None = None,
+    train: Interactions | None = None,
+    seed: int | None = None,
+    durations: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write ``results.json`` into ``output_dir`` (the last cell of every notebook calls this).
+
+    ``metrics`` must map names to numbers (NaN is stored as null). ``data`` is recorded by
+    fingerprint and shape with ``source``, the spec it was read with (``"data"``); ``split`` is
+    the split's spec (``"split"``) and ``train`` the part a model was fitted on, by fingerprint
+    and shape (``"train"``), so the record names exactly the counts a model saw.
+    """
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ValueError(f"metrics[{name!r}] must be a number, got {value!r}")
+    data_record = None
+    if data is not None or source is not None:
+        data_record = {
+            "source": None if source is None else source.to_dict(),
+            **({} if data is None else _shape_record(data)),
+        }
+    record = {
+        "parameters": params,
+        "metrics": metrics,
+        "data": data_record,
+        "split": None if split is None else split.to_dict(),
+        "train": None if train is None else _shape_record(train),
+        "seed": seed,
+        "durations": durations or {},
+        **(extra or {}),
+        "created": provenance.utc_now(),
+        "environment": provenance.environment_record(),
+    }
+    return files.write_json(Path(output_dir) / RESULTS_FILE, record, "results")
+
+
+def read_results(path: str | Path) -> dict:
+    """A ``results.json`` record, from its path or its folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {RESULTS_FILE} at {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def training_record(source: DataSource, split: SplitSpec) -> dict[str, Any]:
+    """What a model fitted on ``split.apply(source.load())[0]`` was trained on, for
+    ``model.training``: the data spec, the split, and the part (``"train"``, or ``"all"`` when
+    the split holds nothing out)."""
+    return {
+        "data": source.to_dict(),
+        "split": split.to_dict(),
+        "part": "train" if split.holds_out else "all",
+    }
+
+
+def check_training(
+    training: dict[str, Any] | None, source: DataSource, split: SplitSpec, what: str
+) -> None:
+    """Raise :class:`~alsresearch.errors.SpecMismatchError` when a model's ``training`` record
+    names another data spec or another split than ``source`` and ``split``, naming every field
+    that differs. ``what`` names the model (e.g. ``"model.npz: the model was trained on"``).
+    A model without a record passes here; :func:`alsresearch.evaluate.check_trained_on` still
+    compares its cells with the training part."""
+    if not training:
+        return
+    source.check_same(training.get("data"), what)
+    split.check_same(training.get("split"), what)
