@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from alsresearch.base import validate_n
+from alsresearch.baselines import PopularityModel
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions, coerce_interactions
 from alsresearch.metrics import (
@@ -42,6 +43,7 @@ from alsresearch.metrics import (
     popularity_rank_at_k,
     popularity_ranks,
 )
+from alsresearch.records import check_training
 from alsresearch.split import cold_items
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "check_trained_on",
     "compare",
     "evaluate",
+    "evaluate_trained_model",
     "flat_metrics",
 ]
 
@@ -319,3 +322,22 @@ def check_trained_on(model, train: Interactions, what: str = "the model") -> Non
             "evaluating it would score items it was trained on. Train it with the same data "
             "source and split (`alsresearch train` with the same options)."
         )
+
+
+def evaluate_trained_model(model, source, split, k: int = 10, what: str = "the model"):
+    """Score a saved model on the test part of the split it was trained beside, against item
+    popularity fitted on the same training part: ``(table, data, train, test)``.
+
+    Refuses (ValueError / :class:`~alsresearch.errors.SpecMismatchError`, naming what
+    differs) a split that holds nothing out, a model whose ``training`` record names another
+    data spec or split, and a model not fitted on exactly this training part.
+    """
+    if not split.holds_out:
+        raise ValueError("a split with test_fraction 0 leaves no test set to evaluate on")
+    check_training(model.training, source, split, f"{what}: the model was trained on")
+    data = source.load()
+    train, test = split.apply(data)
+    check_trained_on(model, train, what)
+    popularity = PopularityModel().fit(train)
+    table, _ = compare({model.model_type: model, "popularity": popularity}, train, test, k=k)
+    return table, data, train, test

@@ -58,6 +58,7 @@ from alsresearch.errors import SpecMismatchError
 from alsresearch.evaluate import EvaluationResult, evaluate
 from alsresearch.files import to_jsonable
 from alsresearch.provenance import environment_record, utc_now
+from alsresearch.records import data_record, training_record
 from alsresearch.source import DataSource
 from alsresearch.split import SPLIT_KINDS, SplitSpec
 
@@ -289,13 +290,12 @@ def promote(
         reason = f"promoted: {label} {metrics[figure]:.4f} >= " + " and ".join(beaten)
         reason = "; ".join([reason, *notes])
 
-    source_record = source.to_dict() if source is not None else None
-    training = {"data": source_record, "split": split.to_dict(), "part": "all"}
+    training = training_record(source, split, part="all")
     served = ALSModel(**config).fit(data)
     fallback = PopularityModel().fit(data)
     served.training = training
     fallback.training = training
-    size = {"n_users": data.n_users, "n_items": data.n_items, "cells": data.nnz}
+    data_entry = data_record(data, source)
     card = {
         "card_version": CARD_VERSION,
         "name": name,
@@ -305,7 +305,7 @@ def promote(
             "trained_on": "all data",
             "note": "the metrics were measured by the same parameters fitted on the train "
             "split; the served model is refitted on all the data",
-            **size,
+            **{key: data_entry[key] for key in ("n_users", "n_items", "nnz")},
             "training": training,
         },
         "split": {
@@ -319,7 +319,7 @@ def promote(
         "popularity_metrics": baseline,
         "previous_metrics": previous_metrics,
         "gate": {"passed": not losses, "forced": bool(force and losses), "reason": reason},
-        "data": {"source": source_record, "fingerprint": fingerprint, **size},
+        "data": data_entry,
         "fallback": {"model_type": fallback.model_type, "file": target.popularity.name},
         "files": {},
         "seconds": round(time.perf_counter() - started, 3),

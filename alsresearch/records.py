@@ -52,12 +52,23 @@ def upper_case_parameters(namespace: dict) -> dict:
     }
 
 
-def _shape_record(data: Interactions) -> dict[str, Any]:
+def shape_record(data: Interactions) -> dict[str, Any]:
+    """Which interactions, exactly: fingerprint and shape."""
     return {
         "fingerprint": data.fingerprint(),
         "n_users": data.n_users,
         "n_items": data.n_items,
         "nnz": data.nnz,
+    }
+
+
+def data_record(data: Interactions | None, source: DataSource | None) -> dict[str, Any]:
+    """The ``"data"`` entry of every record (results.json, best.json, model cards): the spec
+    the data was read with (None when the caller built the Interactions itself) and, when
+    given, the data's fingerprint and shape."""
+    return {
+        "source": None if source is None else source.to_dict(),
+        **({} if data is None else shape_record(data)),
     }
 
 
@@ -84,18 +95,12 @@ def write_results(
     for name, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
             raise ValueError(f"metrics[{name!r}] must be a number, got {value!r}")
-    data_record = None
-    if data is not None or source is not None:
-        data_record = {
-            "source": None if source is None else source.to_dict(),
-            **({} if data is None else _shape_record(data)),
-        }
     record = {
         "parameters": params,
         "metrics": metrics,
-        "data": data_record,
+        "data": None if data is None and source is None else data_record(data, source),
         "split": None if split is None else split.to_dict(),
-        "train": None if train is None else _shape_record(train),
+        "train": None if train is None else shape_record(train),
         "seed": seed,
         "durations": durations or {},
         **(extra or {}),
@@ -115,14 +120,17 @@ def read_results(path: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def training_record(source: DataSource, split: SplitSpec) -> dict[str, Any]:
-    """What a model fitted on ``split.apply(source.load())[0]`` was trained on, for
-    ``model.training``: the data spec, the split, and the part (``"train"``, or ``"all"`` when
-    the split holds nothing out)."""
+def training_record(
+    source: DataSource | None, split: SplitSpec, part: str | None = None
+) -> dict[str, Any]:
+    """What a model was trained on, for ``model.training``: the data spec (None when the
+    caller built the Interactions itself), the split, and the part: by default ``"train"``
+    (``split.apply(data)[0]``), or ``"all"`` when the split holds nothing out; a promoted
+    model is refitted on all the data after its split was scored (``part="all"``)."""
     return {
-        "data": source.to_dict(),
+        "data": None if source is None else source.to_dict(),
         "split": split.to_dict(),
-        "part": "train" if split.holds_out else "all",
+        "part": part or ("train" if split.holds_out else "all"),
     }
 
 

@@ -9,8 +9,8 @@ import scipy.sparse as sp
 from alsresearch import _kernels
 from alsresearch.als import ALSConfig, ALSModel
 from alsresearch.base import load_model
-from alsresearch.errors import ModelFileError
 from alsresearch.data import Interactions
+from alsresearch.errors import ModelFileError
 from tests.contract import RecommenderContract
 from tests.reference import objective, solve_rows
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from alsresearch.errors import UnknownIdError
 from alsresearch.data import Interactions, coerce_interactions, read_table
+from alsresearch.errors import UnknownIdError
 
 WEIGHTS = {"view": 1.0, "click": 2.0, "purchase": 5.0}
 

@@ -12,9 +12,9 @@ import pytest
 import scipy.sparse as sp
 
 from alsresearch.base import Recommender
-from alsresearch.errors import UnknownIdError
 from alsresearch.baselines import PopularityModel
 from alsresearch.data import Interactions
+from alsresearch.errors import UnknownIdError
 from alsresearch.evaluate import ALL_METRICS, evaluate
 from alsresearch.split import random_holdout
 from tests.conftest import random_interactions

@@ -67,16 +67,36 @@ def installed(tmp_path_factory):
     src, wheels, env = tmp / "src", tmp / "wheels", tmp / "venv"
     _copy_working_tree(src)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(wheels), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(src),
+        ],
         check=True,
     )
     (wheel,) = wheels.glob("alsresearch-*.whl")
     venv.create(env, with_pip=False)
     python = env / "bin" / "python"
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps"]
-        + ["--no-index", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
         check=True,
     )
     purelib = Path(
@@ -108,13 +128,19 @@ def _run(installed, *args: str, timeout: float = 900) -> subprocess.CompletedPro
         text=True,
         timeout=timeout,
     )
-    assert result.returncode == 0, f"alsresearch {args[0]} failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"alsresearch {args[0]} failed:\n{result.stdout}\n{result.stderr}"
+    )
     return result
 
 
 def test_the_package_is_imported_from_the_wheel(installed):
     out = subprocess.run(
-        [str(installed["env"] / "bin" / "python"), "-c", "import alsresearch; print(alsresearch.__file__)"],
+        [
+            str(installed["env"] / "bin" / "python"),
+            "-c",
+            "import alsresearch; print(alsresearch.__file__)",
+        ],
         cwd=installed["work"],
         env=installed["environ"],
         capture_output=True,
@@ -139,8 +165,16 @@ def test_tune_train_and_serve_work_from_another_directory_and_write_only_there(i
 
     port = _free_port()
     server = subprocess.Popen(
-        [str(installed["env"] / "bin" / "alsresearch"), "serve", "--model", "model.npz"]
-        + ["--port", str(port), "--log-level", "warning"],
+        [
+            str(installed["env"] / "bin" / "alsresearch"),
+            "serve",
+            "--model",
+            "model.npz",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         cwd=installed["work"],
         env=installed["environ"],
         stdout=subprocess.PIPE,
@@ -158,7 +192,9 @@ def test_tune_train_and_serve_work_from_another_directory_and_write_only_there(i
                 break
             except OSError:
                 time.sleep(0.5)
-        assert answer is not None, server.stdout.read().decode() if server.poll() is not None else "no answer"
+        assert answer is not None, (
+            server.stdout.read().decode() if server.poll() is not None else "no answer"
+        )
         assert answer["user_id"] == 1 and answer["source"] == "als"
         assert len(answer["recommendations"]) == 5
     finally:

@@ -173,7 +173,7 @@ def test_card_records_what_was_measured_and_what_is_served(promoted_good, moviel
     assert card["split"]["fingerprint"] == card["data"]["fingerprint"]
     assert card["data"]["fingerprint"] == movielens.fingerprint()
     assert card["data"]["source"] is None  # promoted from an Interactions without a source
-    assert (card["data"]["n_users"], card["data"]["cells"]) == (movielens.n_users, movielens.nnz)
+    assert (card["data"]["n_users"], card["data"]["nnz"]) == (movielens.n_users, movielens.nnz)
     assert card["metrics"]["ndcg@10"] > card["popularity_metrics"]["ndcg@10"]
     assert card["served_model"]["trained_on"] == "all data"
     # the metrics are those of the recorded parameters fitted on the recorded split

@@ -39,20 +39,15 @@ def add_command(subparsers) -> None:
 
 def _evaluate(args) -> int:
     from alsresearch.base import load_model
-    from alsresearch.baselines import PopularityModel
-    from alsresearch.evaluate import check_trained_on, compare, flat_metrics
-    from alsresearch.records import check_training, write_results
+    from alsresearch.evaluate import evaluate_trained_model, flat_metrics
+    from alsresearch.records import write_results
 
     source, split = data_source(args), split_spec(args)
     if not split.holds_out:
         raise ValueError("--test-fraction 0 leaves no test set to evaluate on")
-    model = load_model(args.model)
-    check_training(model.training, source, split, f"{args.model}: the model was trained on")
-    data = source.load()
-    train, test = split.apply(data)
-    check_trained_on(model, train, str(args.model))
-    popularity = PopularityModel().fit(train)
-    table, _ = compare({model.model_type: model, "popularity": popularity}, train, test, k=args.k)
+    table, data, train, test = evaluate_trained_model(
+        load_model(args.model), source, split, k=args.k, what=str(args.model)
+    )
     n_users = int((np.diff(test.matrix.indptr) > 0).sum())
     print(f"{args.model} on the test part ({test.nnz} cells, {n_users} users):")
     print(table.T.to_string(float_format="{:.4f}".format))

@@ -20,6 +20,7 @@ Everything public is importable from here (``from alsresearch.datasets import lo
 
 from __future__ import annotations
 
+from alsresearch.datasets.generator import SyntheticParams, synthetic, synthetic_events
 from alsresearch.datasets.readers import (
     RETAILROCKET_EVENT_WEIGHTS,
     load_default,
@@ -36,7 +37,6 @@ from alsresearch.datasets.remote import (
     download,
     load,
 )
-from alsresearch.datasets.generator import SyntheticParams, synthetic, synthetic_events
 
 __all__ = [
     "REGISTRY",

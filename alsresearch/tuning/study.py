@@ -41,6 +41,7 @@ from alsresearch import files, paths, provenance
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions
 from alsresearch.errors import SpecMismatchError
+from alsresearch.records import data_record
 from alsresearch.source import DataSource
 from alsresearch.split import SplitSpec, validation_split
 from alsresearch.tuning.space import SearchSpace
@@ -178,14 +179,7 @@ def _study_record(
     """What a study is made with, stored in its user attributes (JSON-ready) and copied into
     best.json: the data, the split, the seed and the search space."""
     record = {
-        "data": {
-            "source": None if source is None else source.to_dict(),
-            "fingerprint": data.fingerprint(),
-            "n_users": data.n_users,
-            "n_items": data.n_items,
-            "nnz": data.nnz,
-            "fit_fingerprint": vd.fit.fingerprint(),
-        },
+        "data": {**data_record(data, source), "fit_fingerprint": vd.fit.fingerprint()},
         "seed": seed,
         "metric": space.metric,
         "fixed": space.fixed,
