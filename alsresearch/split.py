@@ -108,7 +108,7 @@ def _apply(interactions: Interactions, test_mask: np.ndarray) -> tuple[Interacti
 
 
 def random_holdout(
-    interactions: Interactions, test_fraction: float = 0.2, seed: int = 0
+    interactions: Interactions, test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0
 ) -> tuple[Interactions, Interactions]:
     """Per user, a seeded uniformly random ``test_fraction`` of their cells go to test.
 
