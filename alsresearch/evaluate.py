@@ -134,12 +134,10 @@ class EvaluationResult:
 
 
 def _check_buckets(buckets: Sequence[int]) -> list[int]:
-    edges = list(buckets)
-    if any(
-        isinstance(e, bool) or not isinstance(e, int | np.integer) or e < 1 for e in edges
-    ) or any(b <= a for a, b in pairwise(edges)):
+    edges = [check_int(e, "each history bucket edge", low=1) for e in buckets]
+    if any(b <= a for a, b in pairwise(edges)):
         raise ValueError(f"buckets must be increasing positive integers, got {buckets!r}")
-    return [int(e) for e in edges]
+    return edges
 
 
 def _check_metrics(metrics: Iterable[str] | None) -> list[str]:
