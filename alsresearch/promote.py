@@ -65,6 +65,10 @@ from alsresearch.split import SPLIT_KINDS, SplitSpec
 __all__ = ["PromotionResult", "load_params", "promote"]
 
 
+#: the cut-off of the gating NDCG unless the caller says otherwise
+DEFAULT_K = 10
+
+
 @dataclass
 class PromotionResult:
     """What :func:`promote` decided, with every figure behind the decision.
@@ -186,7 +190,7 @@ def promote(
     name: str = "als_baseline",
     models_dir: str | Path | None = None,
     force: bool = False,
-    k: int = 10,
+    k: int = DEFAULT_K,
 ) -> PromotionResult:
     """Fit ALS with ``params``, gate it against popularity and the current model, write it.
 

@@ -348,6 +348,8 @@ def test_promote_command_with_typed_events_and_a_temporal_split(tmp_path, typed_
         (["--events", "e.csv"], "--events"),
         (["--split", "temporal"], "--split"),
         (["--force"], "--force"),
+        (["--split", "random"], "--split"),  # given, though it is the default value
+        (["-k", "10"], "-k"),
     ],
 )
 def test_recover_takes_no_promotion_options(tmp_path, capsys, stray, named):

@@ -18,7 +18,14 @@ from pathlib import Path
 from alsresearch.source import FORMATS, DataSource
 from alsresearch.split import SPLIT_KINDS, SplitSpec
 
-__all__ = ["HelpFormatter", "add_data_options", "add_split_options", "data_source", "split_spec"]
+__all__ = [
+    "HelpFormatter",
+    "add_data_options",
+    "add_split_options",
+    "data_source",
+    "given_options",
+    "split_spec",
+]
 
 _SPLIT_DEFAULTS = SplitSpec()
 
@@ -34,6 +41,11 @@ _DATA_OPTIONS = {
     "timestamp_col": "timestamp_col",
     "data_errors": "errors",
 }
+
+
+_SPLIT_OPTIONS = {"split": "kind", "test_fraction": "test_fraction", "split_seed": "seed"}
+#: option dest -> its flag, where the flag is not the dest with dashes
+_FLAGS = {"data_format": "--format"}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -99,20 +111,37 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--split",
         choices=sorted(SPLIT_KINDS),
-        default=_SPLIT_DEFAULTS.kind,
         help="random: a seeded share of each user's cells; temporal: each user's latest share "
-        "(needs --timestamp-col or timestamped data); leave_last: one cell per user",
+        f"(needs --timestamp-col or timestamped data); leave_last: one cell per user "
+        f"(default {_SPLIT_DEFAULTS.kind})",
     )
     group.add_argument(
         "--test-fraction",
         type=float,
-        default=_SPLIT_DEFAULTS.test_fraction,
-        help="share of each user's cells held out as test (0: no test split)",
+        help="share of each user's cells held out as test (0: no test split; default "
+        f"{_SPLIT_DEFAULTS.test_fraction})",
     )
     group.add_argument(
-        "--split-seed", type=int, default=_SPLIT_DEFAULTS.seed, help="seed of the test split"
+        "--split-seed", type=int, help=f"seed of the test split (default {_SPLIT_DEFAULTS.seed})"
     )
 
 
 def split_spec(args: argparse.Namespace) -> SplitSpec:
-    return SplitSpec(kind=args.split, test_fraction=args.test_fraction, seed=args.split_seed)
+    """The :class:`SplitSpec` the split options describe (unset options keep the defaults)."""
+    return SplitSpec(
+        **{
+            field: getattr(args, dest)
+            for dest, field in _SPLIT_OPTIONS.items()
+            if getattr(args, dest, None) is not None
+        }
+    )
+
+
+def given_options(args: argparse.Namespace) -> list[str]:
+    """The data and split options given on the command line (unset ones are None), by flag,
+    for commands where some combination makes them meaningless."""
+    return [
+        _FLAGS.get(dest, "--" + dest.replace("_", "-"))
+        for dest in (*_DATA_OPTIONS, *_SPLIT_OPTIONS)
+        if getattr(args, dest, None) is not None
+    ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from functools import partial
 from pathlib import Path
 
 from alsresearch import paths
@@ -15,12 +14,10 @@ from alsresearch.cli._options import (
     add_data_options,
     add_split_options,
     data_source,
+    given_options,
     split_spec,
 )
-from alsresearch.promote import promote
-
-#: the options ``--recover`` uses; any other one given with it is an error naming it
-_RECOVER_OPTIONS = {"help", "recover", "name", "models_dir"}
+from alsresearch.promote import DEFAULT_K, promote
 
 
 def add_command(subparsers) -> None:
@@ -59,30 +56,20 @@ def add_command(subparsers) -> None:
         help=f"where the artefact lives (default: {paths.models_dir()}, i.e. models/ under "
         "$ALSRESEARCH_HOME or the working directory)",
     )
-    p.add_argument("-k", type=int, default=10, help="cut-off of the gating NDCG")
+    p.add_argument("-k", type=int, help=f"cut-off of the gating NDCG (default {DEFAULT_K})")
     p.add_argument(
         "--force",
         action="store_true",
         help="promote even when the candidate loses the gate or the current model was read "
         "or split another way",
     )
-    p.set_defaults(func=partial(_promote_command, p))
+    p.set_defaults(func=_promote_command)
 
 
-def _given(parser: argparse.ArgumentParser, args: argparse.Namespace, keep: set[str]) -> list[str]:
-    """The options outside ``keep`` whose value is not their default (as on the command line)."""
-    return [
-        max(action.option_strings, key=len)
-        for action in parser._actions  # argparse has no public list of a parser's options
-        if action.option_strings
-        and action.dest not in keep
-        and getattr(args, action.dest, action.default) != action.default
-    ]
-
-
-def _promote_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _promote_command(args: argparse.Namespace) -> int:
     if args.recover:
-        stray = _given(parser, args, _RECOVER_OPTIONS)
+        own = {"--params": args.params, "-k": args.k, "--force": args.force or None}
+        stray = [*given_options(args), *(flag for flag, value in own.items() if value is not None)]
         if stray:
             raise ValueError(
                 f"--recover only undoes an interrupted promotion; {', '.join(stray)} cannot "
@@ -94,6 +81,7 @@ def _promote_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.params is None:
         raise ValueError("--params is required (unless --recover)")
     source = data_source(args)
+    k = DEFAULT_K if args.k is None else args.k
     result = promote(
         args.params,
         source.load(),
@@ -102,9 +90,9 @@ def _promote_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         name=args.name,
         models_dir=args.models_dir,
         force=args.force,
-        k=args.k,
+        k=k,
     )
-    figure = f"ndcg@{args.k}"
+    figure = f"ndcg@{k}"
     print(f"candidate   {figure} = {result.metrics[figure]:.4f}")
     print(f"popularity  {figure} = {result.baseline_metrics[figure]:.4f}")
     if result.previous_metrics is not None:
