@@ -45,11 +45,10 @@ from alsresearch.base import Recommender, load_model
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions
 from alsresearch.errors import ModelFileError
+from alsresearch.limits import MAX_BATCH, MAX_N
 
 __all__ = ["MAX_BATCH", "MAX_N", "RecommendationService", "create_app", "run"]
 
-MAX_N = 1000
-MAX_BATCH = 10_000
 DEFAULT_N = 10
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _SHOW = 5
