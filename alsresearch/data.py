@@ -8,11 +8,30 @@ Counts follow Hu, Koren & Volinsky (2008): ``r_ui`` is "the number of times user
 with item i". Each event adds its weight (1 by default, or a per-event-type weight such as
 view 1, click 2, purchase 5); duplicate (user, item) pairs sum. Cells whose weights sum to
 exactly zero carry no interaction and are not stored.
+
+Ids are kept exactly as written (:func:`ids_from_text` is the one rule for text):
+
+- Text (a CSV/TSV file, a public reader's id field) is read as text. A column becomes int64
+  only when *every* id round-trips through int64 unchanged: ``0`` or ``-?[1-9][0-9]*`` within
+  int64 (no leading zeros, no ``+``, no ``-0``, no whitespace). Canonical negatives such as
+  ``-5`` round-trip, so they are ints, as they are in an integer column of a DataFrame or
+  Parquet file. Otherwise every id stays the exact string of the file: ``007``, ``07`` and
+  ``7`` are three users, and ``18446744073709551615`` (beyond int64) stays that text.
+  In a text file only an empty cell is a missing id (``NA``, ``null`` are ids like any other).
+- DataFrames and Parquet files keep their own column type: integer columns are int64 (uint64
+  values beyond int64 become their exact decimal text); string columns stay strings even when
+  they look numeric; float columns must hold integral values within +-2**53 (exact in float64),
+  else a ValueError names the column. A null id (empty cell, NaN, a null in a nullable integer
+  column) is a bad row: an error, or dropped with ``errors="drop"``; the other ids stay exact.
+- Timestamps (:func:`_parse_timestamps`) become int64 Unix seconds (floored): ISO 8601 text in
+  any mix of forms (``Z`` or an offset or none, which is UTC; fractional seconds; date only),
+  datetime columns, or epoch numbers whose unit is inferred from their magnitude.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import warnings
 from collections.abc import Iterable, Mapping
 from functools import cached_property
@@ -21,34 +40,159 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from alsresearch.errors import UnknownIdError
 
-__all__ = ["Interactions", "coerce_interactions", "read_table"]
+__all__ = ["Interactions", "coerce_interactions", "ids_from_text", "read_table", "text_ids"]
 
 _SHOW_ROWS = 5
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+#: Floats hold every integer up to 2**53 exactly; an id column of floats beyond it has lost digits.
+_FLOAT_EXACT = 2**53
+_log = logging.getLogger(__name__)
+
+
 def _as_id_array(values: Iterable) -> np.ndarray:
-    """External ids as int64 when every id is an integer, else as unicode strings.
+    """External ids as int64 when every id is an integer that fits, else as unicode strings.
 
     These two kinds survive ``np.savez`` with ``allow_pickle=False`` and JSON, and ints stay
-    ints end to end (the service answers with the type the training data had).
+    ints end to end (the service answers with the type the training data had). uint64 ids
+    beyond int64, and floats beyond 2**53, become text rather than wrap or round.
     """
     arr = np.asarray(values)
-    if arr.dtype.kind in "iu":
+    if arr.dtype.kind == "i":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "u":
+        if arr.size and arr.max() > _INT64_MAX:
+            return arr.astype(str)
         return arr.astype(np.int64)
     if (
         arr.dtype.kind == "f"
         and arr.size
         and np.all(np.isfinite(arr))
         and np.all(arr == np.round(arr))
+        and np.all(np.abs(arr) <= _FLOAT_EXACT)
     ):
         return arr.astype(np.int64)
     if arr.dtype.kind == "U":
         return arr
     return np.array([str(v) for v in arr.tolist()], dtype=str) if arr.size else arr.astype(str)
+
+
+def _canonical_int64(text: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """The ids as int64 when every (non-null) text round-trips through int64 unchanged, else
+    None. Vectorised in Arrow: parse, print back, compare; one odd value keeps it all text."""
+    text = text.drop_null()
+    if len(text) == 0:
+        return np.empty(0, dtype=np.int64)
+    try:
+        ints = pc.cast(text, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # not an integer, or beyond int64
+    if not pc.all(pc.equal(pc.cast(ints, text.type), text)).as_py():
+        return None  # "007", "-0": an integer, but not written the one way int64 prints it
+    return np.asarray(ints, dtype=np.int64) if isinstance(ints, pa.Array) else ints.to_numpy()
+
+
+def _arrow_text(values) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, pd.Series):
+        values = values.array
+    if isinstance(values, pd.api.extensions.ExtensionArray) and hasattr(values, "__arrow_array__"):
+        arr = pa.array(values)
+    else:
+        arr = pa.array(np.asarray(values, dtype=object), from_pandas=True)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        if pa.types.is_null(arr.type):
+            return arr.cast(pa.string())
+        raise TypeError(f"ids_from_text needs text, got {arr.type}")
+    return arr
+
+
+def ids_from_text(values: Iterable[str]) -> np.ndarray:
+    """The id rule for text: int64 when every id is canonical int64 text, else the exact strings.
+
+    Canonical int64 text is ``0`` or ``-?[1-9][0-9]*`` within int64, i.e. what int64 prints
+    back: ``"7"`` and ``"-5"`` qualify; ``"007"``, ``"+7"``, ``"-0"``, ``" 7"`` and
+    ``"18446744073709551615"`` do not, and one of them keeps the whole column as text (numpy
+    unicode), so ``"007"`` and ``"7"`` stay two ids. Missing values are an error here (the
+    readers report them as bad rows before calling this).
+    """
+    text = _arrow_text(values)
+    if text.null_count:
+        raise ValueError(f"ids_from_text: {text.null_count} missing id(s)")
+    ints = _canonical_int64(text)
+    if ints is not None:
+        return ints
+    return np.asarray(text.to_numpy(zero_copy_only=False), dtype=str)
+
+
+def text_ids(col: pd.Series) -> pd.Series:
+    """An id column read as text, after :func:`ids_from_text`'s rule: int64 when every
+    non-null value is canonical int64 text (nullable Int64 when some are null), else the text
+    unchanged, as a ``str`` column."""
+    ints = _canonical_int64(_arrow_text(col))
+    if ints is None:
+        return col.astype("str")
+    null = col.isna().to_numpy()
+    if not null.any():
+        return pd.Series(ints, index=col.index, name=col.name)
+    values = np.zeros(len(col), dtype=np.int64)
+    values[~null] = ints
+    return pd.Series(pd.arrays.IntegerArray(values, null), index=col.index, name=col.name)
+
+
+def _id_values(col: pd.Series, name: str) -> tuple[np.ndarray | pd.Series, np.ndarray]:
+    """(ids, null mask) of an id column, keeping the column's own type (see the module doc):
+    int64 values (nulls as 0), or a text Series. Raises a ValueError naming the column when
+    its values cannot be kept exactly."""
+    dtype = col.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        col, dtype = col.astype(object), np.dtype(object)
+    null = col.isna().to_numpy()
+    if pd.api.types.is_bool_dtype(dtype):
+        raise ValueError(f"id column {name!r} holds booleans; ids must be integers or text")
+    if pd.api.types.is_integer_dtype(dtype):
+        if pd.api.types.is_unsigned_integer_dtype(dtype) and (col.max() or 0) > _INT64_MAX:
+            # beyond int64: the exact decimal text of every id (Arrow prints uint64 exactly)
+            return pd.Series(pa.array(col.array).cast(pa.string()), dtype="str"), null
+        return col.to_numpy(dtype=np.int64, na_value=0), null
+    if pd.api.types.is_float_dtype(dtype):
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        null = np.isnan(values)
+        kept = values[~null]
+        wrong = ~np.isfinite(kept) | (kept != np.round(kept)) | (np.abs(kept) > _FLOAT_EXACT)
+        if wrong.any():
+            raise ValueError(
+                f"id column {name!r} is float and holds {int(wrong.sum())} value(s) that are "
+                f"not whole numbers within +-2**53 (exact in float64), e.g. "
+                f"{kept[wrong][:_SHOW_ROWS].tolist()}; store ids as integers or text"
+            )
+        return np.where(null, 0.0, values).astype(np.int64), null
+    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+        return col, null
+    if pd.api.types.is_object_dtype(dtype):
+        kind = pd.api.types.infer_dtype(col, skipna=True)
+        if kind in ("string", "empty"):
+            return col.astype("str"), null
+        if kind == "integer":
+            try:
+                return col.to_numpy(dtype=np.int64, na_value=0), null
+            except OverflowError:  # Python ints beyond int64: their exact text
+                text = [None if n else str(v) for v, n in zip(col.tolist(), null, strict=True)]
+                return pd.Series(text, dtype="str"), null
+        if kind in ("floating", "mixed-integer-float"):
+            return _id_values(pd.Series(col.to_numpy(dtype=np.float64, na_value=np.nan)), name)
+        raise ValueError(
+            f"id column {name!r} mixes kinds of values ({kind}); ids must be all integers or "
+            f"all text, e.g. {col[~null].head(_SHOW_ROWS).tolist()}"
+        )
+    raise ValueError(f"id column {name!r} has dtype {dtype}; ids must be integers or text")
 
 
 class Interactions:
@@ -254,6 +398,9 @@ class Interactions:
         ``event_weights[event]`` when ``event_col`` is given (every type counts 1 when
         ``event_weights`` is None). Events on the same (user, item) sum.
 
+        Ids and timestamps follow the module's rules (ids kept exactly as written; see
+        :func:`ids_from_text`, :func:`_parse_timestamps`).
+
         Bad rows (null ids, non-numeric, negative, NaN or infinite weights, unknown event types,
         unparseable timestamps) raise a ValueError naming the column, how many rows are bad and
         the first row numbers (0-based data rows). With ``errors="drop"`` they are dropped and a
@@ -265,7 +412,7 @@ class Interactions:
         if not isinstance(events, pd.DataFrame):
             source = str(events)
             columns = [c for c in (user_col, item_col, weight_col, event_col, timestamp_col) if c]
-            events = read_table(events, columns=columns)
+            events = read_table(events, columns=columns, id_columns=[user_col, item_col])
         required = {"user_col": user_col, "item_col": item_col}
         optional = {
             "weight_col": weight_col,
@@ -287,10 +434,8 @@ class Interactions:
 
         n = len(events)
         bad: dict[str, np.ndarray] = {}
-        users = events[user_col]
-        items = events[item_col]
-        bad[f"null id in {user_col!r}"] = users.isna().to_numpy()
-        bad[f"null id in {item_col!r}"] = items.isna().to_numpy()
+        users, bad[f"null id in {user_col!r}"] = _id_values(events[user_col], user_col)
+        items, bad[f"null id in {item_col!r}"] = _id_values(events[item_col], item_col)
 
         weights = np.ones(n, dtype=np.float64)
         if weight_col is not None:
@@ -319,7 +464,7 @@ class Interactions:
 
         stamps = None
         if timestamp_col is not None:
-            stamps, bad_ts = _parse_timestamps(events[timestamp_col])
+            stamps, bad_ts = _parse_timestamps(events[timestamp_col], timestamp_col)
             bad[f"unparseable or missing timestamp in {timestamp_col!r}"] = bad_ts
 
         any_bad = np.zeros(n, dtype=bool)
@@ -351,34 +496,109 @@ class Interactions:
         i_codes, i_ids = pd.factorize(items, sort=True)
         n_users, n_items = len(u_ids), len(i_ids)
         key = u_codes.astype(np.int64) * n_items + i_codes.astype(np.int64)
-        frame = pd.DataFrame({"key": key, "w": weights})
-        agg = {"w": "sum"}
-        if stamps is not None:
-            frame["ts"] = stamps
-            agg["ts"] = "max"
-        cells = frame.groupby("key", sort=True).agg(agg)
-        keys = cells.index.to_numpy(dtype=np.int64)
+        # one sort groups the events of each cell; reduceat sums weights and takes the latest time
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+        keys = key[starts]
+        cell_w = np.add.reduceat(np.asarray(weights, dtype=np.float64)[order], starts)
+        cell_ts = None if stamps is None else np.maximum.reduceat(stamps[order], starts)
         rows, cols = keys // n_items, keys % n_items
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_users))])
         matrix = sp.csr_matrix(
-            (cells["w"].to_numpy(dtype=np.float64), cols.astype(np.int32), indptr),
+            (cell_w, cols.astype(np.int32), indptr),
             shape=(n_users, n_items),
         )
-        ts = cells["ts"].to_numpy(dtype=np.int64) if stamps is not None else None
-        return cls(matrix, np.asarray(u_ids), np.asarray(i_ids), ts)
+        return cls(matrix, np.asarray(u_ids), np.asarray(i_ids), cell_ts)
 
 
-def _parse_timestamps(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Seconds since the epoch as int64; numbers are taken as Unix seconds, text is parsed."""
-    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+#: Epoch numbers below this magnitude are seconds (1e11 s is the year 5138), from it up to
+#: _EPOCH_TOO_BIG milliseconds (1e11 ms is 1973-03-03); larger ones (micro-, nanoseconds) refused.
+_EPOCH_MS_FROM = 1e11
+_EPOCH_TOO_BIG = 1e14
+_EPOCH_TEXT = r"-?[0-9]+(\.[0-9]*)?"
+_ISO_TEXT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+
+
+def _parse_timestamps(col: pd.Series, name: str = "timestamp") -> tuple[np.ndarray, np.ndarray]:
+    """(int64 Unix seconds, floored; bad-row mask) of a timestamp column.
+
+    - Datetime columns: naive values are UTC.
+    - ISO 8601 text, any mix of forms in one column: ``2024-01-01T00:00:00Z``, with an offset
+      (``+02:00``) or none (naive = UTC), fractional seconds (``.5``), a space for ``T``,
+      date only (``2024-01-02`` = midnight UTC). Other text is an unparseable (bad) row.
+    - Numbers, or text that is all digits: epoch seconds or milliseconds, inferred from the
+      magnitude: every ``|value| < 1e11`` seconds, every ``1e11 <= |value| < 1e14``
+      milliseconds; the inferred unit is logged (INFO, naming the column). A column that mixes
+      the two ranges, holds larger values, or mixes numbers and ISO text is refused with a
+      ValueError naming the column and why.
+    """
+    if pd.api.types.is_bool_dtype(col.dtype):
+        raise ValueError(f"timestamp column {name!r} holds booleans, not times")
+    if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
+        parsed = col.dt.tz_convert("UTC") if col.dt.tz is not None else col.dt.tz_localize("UTC")
+        return _utc_seconds(parsed)
+    if pd.api.types.is_integer_dtype(col.dtype):
+        bad = col.isna().to_numpy()
+        return _epoch_seconds(col.to_numpy(dtype=np.int64, na_value=0), bad, col, name), bad
+    if pd.api.types.is_numeric_dtype(col.dtype):
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
-        return np.where(bad, 0, values).astype(np.int64), bad
-    parsed = pd.to_datetime(col, errors="coerce", utc=True)
+        return _epoch_seconds(np.where(bad, 0.0, values), bad, col, name), bad
+    text = col.astype("str")
+    present = text.notna().to_numpy()
+    numeric = text.str.fullmatch(_EPOCH_TEXT).to_numpy(dtype=bool, na_value=False)
+    if numeric.any():
+        iso = text.str.match(_ISO_TEXT).to_numpy(dtype=bool, na_value=False)
+        if iso.any():
+            a, b = np.flatnonzero(numeric)[0], np.flatnonzero(iso)[0]
+            raise ValueError(
+                f"timestamp column {name!r} mixes epoch numbers and ISO 8601 dates (row {a}: "
+                f"{text.iloc[a]!r}, row {b}: {text.iloc[b]!r}); write every time one way"
+            )
+        values = pd.to_numeric(text.where(numeric), errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
+        bad = ~np.isfinite(values)
+        return _epoch_seconds(np.where(bad, 0.0, values), bad, col, name), bad
+    parsed = pd.to_datetime(text.where(present), format="ISO8601", utc=True, errors="coerce")
+    return _utc_seconds(parsed)
+
+
+def _utc_seconds(parsed: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     bad = parsed.isna().to_numpy()
     epoch = pd.Timestamp(0, tz="UTC")
     seconds = ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=0)
     return seconds.astype(np.int64), bad
+
+
+def _epoch_seconds(values: np.ndarray, bad: np.ndarray, col: pd.Series, name: str) -> np.ndarray:
+    """Epoch numbers (bad rows already zeroed) as floored int64 seconds, the unit inferred."""
+    size = np.abs(values[~bad])
+    if size.size and size.max() >= _EPOCH_TOO_BIG:
+        row = int(np.flatnonzero(~bad & (np.abs(values) >= _EPOCH_TOO_BIG))[0])
+        raise ValueError(
+            f"timestamp column {name!r}: epoch numbers up to {col.iloc[row]!r} (row {row}) are "
+            "beyond milliseconds (>= 1e14); give seconds or milliseconds since 1970-01-01 UTC"
+        )
+    small = np.abs(values) < _EPOCH_MS_FROM
+    if (small & ~bad).any() and (~small & ~bad).any():
+        a = int(np.flatnonzero(small & ~bad)[0])
+        b = int(np.flatnonzero(~small & ~bad)[0])
+        raise ValueError(
+            f"timestamp column {name!r} is ambiguous: it mixes epoch seconds (< 1e11, row {a}: "
+            f"{col.iloc[a]!r}) and epoch milliseconds (>= 1e11, row {b}: {col.iloc[b]!r}); "
+            "write every time in one unit"
+        )
+    millis = bool((~small & ~bad).any())
+    _log.info(
+        "timestamp column %r: epoch %s inferred from the magnitude",
+        name,
+        "milliseconds" if millis else "seconds",
+    )
+    if values.dtype.kind == "i":
+        return values // 1000 if millis else values
+    return np.floor(values / 1000 if millis else values).astype(np.int64)
 
 
 def _single_plain_id(ids, known: np.ndarray):
@@ -406,10 +626,27 @@ def _lookup(index: pd.Index, ids, kind: str, missing: str) -> np.ndarray:
     return pos[0] if scalar else pos
 
 
+#: Id columns are read as Arrow text: as exact as ``dtype=str`` and several times faster.
+_ARROW_TEXT = pd.ArrowDtype(pa.string())
+#: pandas' default missing-value markers, kept for the columns that are not ids.
+_NA_TEXT = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
+
+
 def read_table(
-    path: str | Path, columns: list[str] | None = None, sep: str | None = None
+    path: str | Path,
+    columns: list[str] | None = None,
+    sep: str | None = None,
+    id_columns: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Read an events file: Parquet (``.parquet``/``.pq``) or delimited text (CSV, TSV).
+
+    ``id_columns`` of a text file are read as text, where only an empty cell is missing, then
+    made int64 by :func:`text_ids` when every id is canonical int64 text (nullable Int64 when
+    a cell is empty). Parquet keeps the file's types; integer columns come back as nullable
+    integers so a null does not turn ids into floats.
 
     Raises FileNotFoundError naming the path, and ValueError naming the file and what failed
     to parse (pandas' message carries the line number).
@@ -418,18 +655,44 @@ def read_table(
     if not path.is_file():
         raise FileNotFoundError(f"events file not found: {path}")
     suffixes = [s.lower() for s in path.suffixes]
+    id_columns = list(id_columns)
     try:
         if suffixes and suffixes[-1] in (".parquet", ".pq"):
-            return pd.read_parquet(path, columns=columns)
+            table = pq.read_table(path, columns=columns)
+            return table.to_pandas(types_mapper=_nullable_int)
         if sep is None:
             sep = "\t" if ".tsv" in suffixes else ","
-        return pd.read_csv(path, sep=sep, usecols=columns)
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        if not id_columns:
+            return pd.read_csv(path, sep=sep, usecols=columns)
+        names = columns
+        if names is None:
+            names = pd.read_csv(path, sep=sep, nrows=0).columns.tolist()
+        frame = pd.read_csv(
+            path,
+            sep=sep,
+            usecols=columns,
+            dtype={c: _ARROW_TEXT for c in id_columns if c in names},
+            keep_default_na=False,
+            na_values={c: [""] if c in id_columns else _NA_TEXT for c in names},
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, pa.ArrowInvalid) as exc:
         raise ValueError(
             f"{path}: could not parse as {'Parquet' if 'parquet' in str(suffixes) else 'delimited text'}: {exc}"
         ) from exc
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+    for c in id_columns:
+        if c in frame.columns:
+            frame[c] = text_ids(frame[c])
+    return frame
+
+
+def _nullable_int(arrow_type: pa.DataType):
+    if pa.types.is_integer(arrow_type):
+        return pd.api.types.pandas_dtype(
+            str(arrow_type).replace("int", "Int").replace("uInt", "UInt")
+        )
+    return None
 
 
 def coerce_interactions(X) -> Interactions:

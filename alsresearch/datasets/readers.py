@@ -22,10 +22,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from alsresearch import paths
 from alsresearch.checks import check_choice, check_float
-from alsresearch.data import Interactions
+from alsresearch.data import Interactions, text_ids
 
 __all__ = [
     "RETAILROCKET_EVENT_WEIGHTS",
@@ -38,11 +39,17 @@ __all__ = [
 ]
 
 #: Column kinds of :func:`_read_delimited`: "int", "float" and "count" (>= 0) must parse as
-#: finite numbers, "str" must be non-empty, "str?" may be empty, "sep" must be empty (the gaps
+#: finite numbers, "id" must be non-empty and is kept exactly as written (int64 only when every
+#: id of the file is canonical int64 text, see :func:`~alsresearch.data.ids_from_text`; else
+#: the exact strings, so "007" and "7" stay two ids), "intid" is an "id" that must be written
+#: as an integer (digits, optionally after "-": the formats whose ids are numbers), "str" must
+#: be non-empty, "str?" may be empty, "sep" must be empty (the gaps
 #: that reading a "::" file with sep=":" leaves between fields); a tuple of strings means one
 #: of them (an event type).
 _NUMERIC = {"int": np.int64, "float": np.float64, "count": np.float64}
 _SHOW_LINES = 5
+#: Id fields are read as Arrow text: exact, and faster than Python strings.
+_TEXT = {"id": pd.ArrowDtype(pa.string()), "intid": pd.ArrowDtype(pa.string())}
 
 
 def _read_delimited(
@@ -102,7 +109,10 @@ def _read_delimited(
                 on_bad_lines="warn",
                 keep_default_na=False,
                 na_values={n: [""] for n in numeric} if typed else [],
-                dtype={n: np.float64 if typed and n in numeric else str for n in names}
+                dtype={
+                    n: np.float64 if typed and n in numeric else _TEXT.get(columns[n], str)
+                    for n in names
+                }
                 | {"_extra": str},
             )
         skipped = sorted(
@@ -150,6 +160,12 @@ def _read_delimited(
                 wrong |= finite < 0
             expected = {"int": "an integer", "float": "a number", "count": "a count >= 0"}[kind]
             out[name] = values
+        elif kind == "id":
+            wrong = (col == "").to_numpy(dtype=bool, na_value=True)
+            expected = "an id"
+        elif kind == "intid":
+            wrong = ~col.str.fullmatch("-?[0-9]+").to_numpy(dtype=bool, na_value=False)
+            expected = "an integer id"
         elif kind == "sep":
             wrong = (col != "").to_numpy()
             expected = f"the separator {sep * 2!r}"
@@ -184,6 +200,9 @@ def _read_delimited(
     result = frame.loc[~bad, keep].reset_index(drop=True)
     for name, values in out.items():
         result[name] = values[~bad].astype(np.int64 if columns[name] == "int" else np.float64)
+    for name in keep:
+        if columns[name] in ("id", "intid"):
+            result[name] = text_ids(result[name])
     return result
 
 
@@ -224,7 +243,7 @@ def read_movielens(path: str | Path, min_rating: float | None = None) -> Interac
                 f"no MovieLens ratings file ({', '.join(_MOVIELENS_FILES)}) in directory {path}"
             )
         path = found[0]
-    ratings = {"user": "int", "item": "int", "rating": "float", "timestamp": "int"}
+    ratings = {"user": "intid", "item": "intid", "rating": "float", "timestamp": "int"}
     if path.name.endswith(".csv"):
         frame = _read_delimited(
             path,
@@ -235,7 +254,7 @@ def read_movielens(path: str | Path, min_rating: float | None = None) -> Interac
         )
     elif path.name.endswith(".dat"):
         # "::" read as ":" leaves an empty field between each pair of values
-        layout = {"user": "int", "_1": "sep", "item": "int", "_2": "sep", "rating": "float"}
+        layout = {"user": "intid", "_1": "sep", "item": "intid", "_2": "sep", "rating": "float"}
         layout |= {"_3": "sep", "timestamp": "int"}
         frame = _read_delimited(path, sep=":", columns=layout, what="MovieLens ratings file")
     else:
@@ -264,7 +283,7 @@ def read_lastfm(path: str | Path) -> Interactions:
     frame = _read_delimited(
         path,
         sep="\t",
-        columns={"user": "int", "item": "int", "plays": "count"},
+        columns={"user": "intid", "item": "intid", "plays": "count"},
         header=["userID", "artistID", "weight"],
         what="Last.fm user_artists.dat",
     )
@@ -290,9 +309,9 @@ def read_lastfm_360k(
         path,
         sep="\t",
         columns={
-            "user": "str",
-            "mbid": "str" if item == "mbid" else "str?",
-            "name": "str" if item == "name" else "str?",
+            "user": "id",
+            "mbid": "id" if item == "mbid" else "str?",
+            "name": "id" if item == "name" else "str?",
             "plays": "count",
         },
         errors=errors,
@@ -344,9 +363,9 @@ def read_retailrocket(
         sep=",",
         columns={
             "timestamp": "int",
-            "visitorid": "int",
+            "visitorid": "intid",
             "event": tuple(weights),
-            "itemid": "int",
+            "itemid": "intid",
             "transactionid": "str?",
         },
         header=_RETAILROCKET_HEADER,
@@ -378,9 +397,13 @@ def read_events(
     """A generic events file (CSV, TSV or Parquet): one row per event.
 
     Columns: user, item, and optionally an event type (weighted by ``event_weights``, e.g.
-    ``{"view": 1, "click": 2, "purchase": 5}``), a numeric weight and a timestamp (Unix
-    seconds or any date text pandas parses). This is :meth:`Interactions.from_events` on
-    a file, documented here beside the other formats; see it for the validation rules.
+    ``{"view": 1, "click": 2, "purchase": 5}``), a numeric weight and a timestamp (ISO 8601
+    text in any mix of forms, or epoch seconds or milliseconds inferred from the magnitude).
+    Ids are kept exactly as written: in a CSV/TSV an id column is int64 only when every id
+    round-trips through int64 unchanged, else every id is its exact text (``007`` and ``7``
+    are two users); Parquet keeps the file's column types. This is
+    :meth:`Interactions.from_events` on a file, documented here beside the other formats; see
+    it and :mod:`alsresearch.data` for the rules.
     """
     return Interactions.from_events(
         path,
