@@ -1,41 +1,93 @@
-"""The REST service: a promoted model, loaded once at start-up, answering over HTTP.
+"""The REST service: a promoted model answering over HTTP, swapped for a newly promoted one
+without a failed request.
 
 ``alsresearch serve --model models/als_baseline.npz`` (FastAPI + uvicorn, loopback by default)
 loads the model file, its card (``als_baseline.json``) and its popularity fallback
-(``als_baseline.popularity.npz``), all written by :func:`alsresearch.export.promote`, and
+(``als_baseline.popularity.npz``), all written by :func:`alsresearch.promote.promote`, and
 answers:
 
 - ``GET /recommendations/{user_id}?n=10``: ``{"user_id": 42, "recommendations": [{"item_id":
-  1337, "score": 0.94}, ...], "model": "als_baseline", "source": "als"}``. Unknown users get the
-  most popular items with ``"source": "popularity"``. Items the user has in the training data
-  are never recommended.
+  1337, "score": 0.94}, ...], "model": "als_baseline", "model_version": "3f2a9c01b7d4",
+  "source": "als"}``. Unknown users get the most popular items with ``"source":
+  "popularity"``. Items the user has in the training data are never recommended.
+  ``model_version`` is the first 12 hex digits of the served model file's sha256 (the one its
+  card records), so every answer says which model file gave it.
 - ``POST /recommendations/batch`` ``{"user_ids": [...], "n": 10}``: a list of the same objects in
-  request order (duplicates allowed), all known users ranked in one vectorised call.
+  request order (duplicates allowed), all known users ranked in one vectorised call, all by the
+  same model.
 - ``POST /recommendations/history`` ``{"item_ids": [...], "n": 10}``: fold-in recommendations
   for an anonymous session (:meth:`~alsresearch.base.Recommender.recommend_for_history`); the
   given items are never recommended back. Item ids the model does not know are *ignored* and
   listed in ``"unknown_item_ids"`` (a session may contain items newer than the model); with no
   known item left the answer is the popularity list (``"source": "popularity"``).
-- ``GET /health``, ``GET /model`` (the model card), ``/docs`` and ``/openapi.json``.
+- ``GET /health`` (names the live model), ``GET /model`` (the live model card, plus ``"live"``:
+  which files, their sha256 and when they were loaded), ``/docs`` and ``/openapi.json``.
+
+``GET /recommendations/batch`` and ``GET /recommendations/history`` are 405 (``Allow: POST``),
+never a look-up of a user called "batch" (a string-id model's user "batch" is reached through
+the batch endpoint).
 
 Ids keep the type they had in training: a model trained on integer ids takes and returns JSON
 integers (a path ``user_id`` that is not an integer is a 422), one trained on string ids takes
-and returns strings. Bad input (``n`` outside 1..1000, an empty batch or one of more than 10,000
-ids, malformed JSON, ids of the wrong type, unknown fields) is a 422 whose ``message`` says what
-was wrong.
+and returns strings.
 
-Requests are answered one at a time on the event loop (``async`` endpoints, no thread hop), and
-``alsresearch serve`` runs the BLAS and numba kernels on one thread by default (``--threads``): a
-request is a small amount of work, and on a busy machine multi-threaded kernels spend their time
-waiting for descheduled threads (measured in benchmarks/bench_serve.py). For more throughput on
-an idle many-core machine raise ``--threads``, or run several servers behind a proxy.
+**Limits.** Every request over one is refused at once, before any scoring:
+
+- the request body: at most ``--max-body-bytes`` (default :data:`MAX_BODY_BYTES`, 2**20 =
+  1,048,576 bytes); a longer one is a 413 before it is parsed, by its Content-Length or, for a
+  chunked body, as soon as the bytes received pass the limit (the rest is never read);
+- ``n`` in 1..1000 (:data:`~alsresearch.limits.MAX_N`); a batch of 1..10,000 user ids
+  (:data:`~alsresearch.limits.MAX_BATCH`); a history of 1..10,000 item ids;
+- the work of one batch, ``len(user_ids) x n``, at most :data:`MAX_BATCH_WORK` (100,000: the
+  largest batch at the default n = 10, or 100 users at n = 1000); more is a 422 naming the limit.
+  Split larger jobs into several batches. The limit keeps the worst accepted batch short
+  enough that single-user requests answering meanwhile stay fast (tests/test_serve_limits.py;
+  the README quotes the times).
+
+Other bad input (malformed JSON, ids of the wrong type, unknown fields) is a 422; every error
+(4xx and 5xx) is a JSON object ``{"message": ..., "detail": [{"loc", "msg", "type"}, ...]}``
+whose ``message`` says what was wrong.
+
+**Concurrency.** The event loop only reads requests and writes answers; scoring runs in worker
+threads, in two lanes so that a large batch never holds up a single-user request: single-user
+and history requests in a pool of two threads, batches in one thread of their own (batches
+queue behind each other). The numba kernels of the scoring path release the GIL and so does
+BLAS, and a batch answer is serialised to JSON user by user, so singles keep answering while the
+largest accepted batch runs. ``alsresearch serve`` runs each kernel on ``--threads`` threads
+(default 1, in every worker thread): on a busy machine multi-threaded kernels spend their time
+waiting for descheduled threads (benchmarks/bench_serve.py). Should numba fall back to its
+``workqueue`` threading layer (no TBB or OpenMP), which cannot run kernels from two threads at
+once, both lanes share one thread and a warning says so.
+
+**Model swaps.** ``alsresearch serve --watch`` checks the model file, its card and its
+popularity file every ``--watch-interval`` seconds (inode, size and modification time), and
+SIGHUP asks for a check at once (with or without ``--watch``). A changed set is loaded in the
+background with the same checks as start-up (each file's sha256 against the card, the
+popularity fallback's items against the model's) plus one test recommendation and one fold-in,
+and must keep the live model's id types (integer or string ids: the endpoints' schemas depend
+on them). Only then is it swapped in, by replacing one reference: a request reads the reference
+once, so each answer, and each batch as a whole, comes from exactly one model. While a promotion
+is renaming its files (its journal exists), or when the files do not match the card, the
+service waits for the next check (a promotion or a copy may be half-way); a set that stays
+inconsistent for two checks, or that fails to load, is refused with one WARNING line naming the
+file and the problem, and the old model keeps serving. ``GET /model`` then still reports the old
+one.
 
 A model file that is missing, unreadable or inconsistent with its card stops start-up with one
 line on stderr naming the path and the problem (exit status 1).
 """
 
+import asyncio
+import contextlib
 import json
+import logging
+import os
 import re
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
@@ -47,27 +99,58 @@ from alsresearch.data import Interactions
 from alsresearch.errors import ModelFileError
 from alsresearch.limits import MAX_BATCH, MAX_N
 
-__all__ = ["MAX_BATCH", "MAX_N", "RecommendationService", "create_app", "run"]
+__all__ = [
+    "DEFAULT_WATCH_INTERVAL",
+    "MAX_BATCH",
+    "MAX_BATCH_WORK",
+    "MAX_BODY_BYTES",
+    "MAX_N",
+    "ModelWatcher",
+    "RecommendationService",
+    "create_app",
+    "run",
+]
 
 DEFAULT_N = 10
+#: the largest request body accepted by default (``--max-body-bytes``): 2**20 bytes
+MAX_BODY_BYTES = 1 << 20
+#: the most work one batch may ask for: ``len(user_ids) x n`` (see the module docstring)
+MAX_BATCH_WORK = 100_000
+#: seconds between two checks of the model files under ``--watch``
+DEFAULT_WATCH_INTERVAL = 2.0
+#: hex digits of the model file's sha256 that every answer carries as ``model_version``
+VERSION_DIGITS = 12
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _SHOW = 5
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_SINGLE_WORKERS = 2
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+log = logging.getLogger("alsresearch.serve")
 
 
 class RecommendationService:
     """The service logic without the web framework: the model, its fallback and its card.
 
-    ``for_users`` and ``for_history`` return the JSON-ready dicts the endpoints send.
+    ``for_users`` and ``for_history`` return the JSON-ready dicts the endpoints send. A service
+    is never changed after it is built: a new model is a new service (see :class:`ModelWatcher`).
     """
 
     def __init__(
-        self, model: Recommender, fallback: Recommender, card: dict[str, Any], name: str
+        self,
+        model: Recommender,
+        fallback: Recommender,
+        card: dict[str, Any],
+        name: str,
+        live: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.fallback = fallback
         self.card = card
         self.name = name
+        #: which files are served: paths, the model file's sha256, when they were loaded
+        self.live = dict(live or {})
+        self.version = str(self.live.get("model_sha256", ""))[:VERSION_DIGITS]
         if not np.array_equal(fallback.item_ids, model.item_ids):
             raise ModelFileError(
                 f"{name}: the popularity fallback has other item ids than the model"
@@ -85,11 +168,13 @@ class RecommendationService:
         Without a card the service describes the model from the file; without a popularity
         file it counts popularity from the model's own training data (the same
         :class:`~alsresearch.baselines.PopularityModel`). A card whose recorded checksums do
-        not match the files raises ModelFileError (a half-copied or mixed-up artefact).
+        not match the files raises ModelFileError (a half-copied or mixed-up artefact), and so
+        does the journal of a promotion that is renaming the files (or was killed doing so).
         """
-        from alsresearch.artefact import artefact_paths, read_card
+        from alsresearch.artefact import artefact_paths
         from alsresearch.baselines import PopularityModel
         from alsresearch.files import file_digest
+        from alsresearch.provenance import utc_now
 
         files = artefact_paths(model_path)
         if files.journal.exists():
@@ -99,26 +184,14 @@ class RecommendationService:
             )
         model = load_model(files.model)
         name = files.model.name.removesuffix(".npz")
+        digest = file_digest(files.model)
         card: dict[str, Any] = {}
         if files.card.exists():
-            try:
-                card = read_card(files.card)
-                json.dumps(card, allow_nan=False)  # what /model will send must be strict JSON
-            except (OSError, ValueError) as exc:
-                raise ModelFileError(f"{files.card}: unreadable model card ({exc})") from exc
+            card = _read_strict_card(files.card)
             name = str(card.get("name", name))
-            recorded = card.get("files")
-            for path in (files.model, files.popularity):
-                entry = recorded.get(path.name) if isinstance(recorded, dict) else None
-                if (
-                    isinstance(entry, dict)
-                    and path.exists()
-                    and entry.get("sha256") != file_digest(path)
-                ):
-                    raise ModelFileError(
-                        f"{path}: does not match its model card {files.card.name} (sha256 "
-                        "differs): a mixed-up or half-copied artefact; promote again"
-                    )
+            problem = _card_mismatch(card, files, {files.model: digest})
+            if problem:
+                raise ModelFileError(problem)
         else:
             card = {
                 "name": name,
@@ -131,7 +204,21 @@ class RecommendationService:
         else:
             seen = Interactions(model.seen, model.user_ids, model.item_ids)
             fallback = PopularityModel().fit(seen)
-        return cls(model, fallback, card, name)
+        live = {
+            "model_file": str(files.model),
+            "model_sha256": digest,
+            "card_file": str(files.card) if files.card.exists() else None,
+            "popularity_file": str(files.popularity) if files.popularity.exists() else None,
+            "card_created": card.get("created"),
+            "loaded_at": utc_now(),
+        }
+        return cls(model, fallback, card, name, live)
+
+    def self_test(self) -> None:
+        """One recommendation and one fold-in, as a request would ask: warms the kernels (and
+        the model's screen) and proves the model answers before it takes traffic."""
+        self.for_users([self.model.user_ids[0].item()], DEFAULT_N)
+        self.for_history([self.model.item_ids[0].item()], DEFAULT_N)
 
     # ------------------------------------------------------------------ answers
     def _popular(self, n: int) -> list[dict[str, Any]]:
@@ -142,6 +229,7 @@ class RecommendationService:
             "user_id": user,
             "recommendations": recommendations,
             "model": self.name,
+            "model_version": self.version,
             "source": source,
         }
 
@@ -188,6 +276,7 @@ class RecommendationService:
         return {
             "recommendations": recs,
             "model": self.name,
+            "model_version": self.version,
             "source": source,
             "unknown_item_ids": unknown,
         }
@@ -196,10 +285,337 @@ class RecommendationService:
         return {
             "status": "ok",
             "model": self.name,
+            "model_version": self.version,
             "model_type": self.model.model_type,
             "users": self.model.n_users,
             "items": self.model.n_items,
+            "loaded_at": self.live.get("loaded_at"),
         }
+
+    def model_card(self) -> dict[str, Any]:
+        """The card as promoted, with ``"live"``: the files served and when they were loaded."""
+        return {**self.card, "live": {**self.live, "model_version": self.version}}
+
+    def id_kinds(self) -> tuple[str, str]:
+        """("integer" | "string") of the user ids and of the item ids."""
+        return _id_kind(self.model.user_ids), _id_kind(self.model.item_ids)
+
+
+def _id_kind(ids: np.ndarray) -> str:
+    return "integer" if ids.dtype.kind in "iu" else "string"
+
+
+def _read_strict_card(path: FilePath) -> dict[str, Any]:
+    """The card, which /model will send, so it must be strict JSON; ModelFileError if not."""
+    from alsresearch.artefact import read_card
+
+    try:
+        card = read_card(path)
+        json.dumps(card, allow_nan=False)
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: unreadable model card ({exc})") from exc
+    return card
+
+
+def _card_mismatch(card: dict[str, Any], files, known: dict[FilePath, str]) -> str | None:
+    """Why the model and popularity files do not match the sha256s ``card`` records (None when
+    they do, or when the card records none); ``known`` holds digests already computed."""
+    from alsresearch.files import file_digest
+
+    recorded = card.get("files")
+    for path in (files.model, files.popularity):
+        entry = recorded.get(path.name) if isinstance(recorded, dict) else None
+        if not isinstance(entry, dict) or not path.exists():
+            continue
+        digest = known.get(path) or file_digest(path)
+        if entry.get("sha256") != digest:
+            return (
+                f"{path}: does not match its model card {files.card.name} (sha256 differs): "
+                "a mixed-up or half-copied artefact; promote again"
+            )
+    return None
+
+
+# ---------------------------------------------------------------------- hot swap
+class _Live:
+    """The one reference every request reads: ``live.service`` (replaced, never changed)."""
+
+    def __init__(self, service: RecommendationService) -> None:
+        self.service = service
+
+
+def _signature(files) -> tuple:
+    """(inode, size, mtime) of each artefact file and whether a promotion journal exists: a
+    rename (``os.replace``) or an in-place write changes it."""
+    out: list = []
+    for path in (files.model, files.popularity, files.card):
+        try:
+            st = os.stat(path)
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    out.append(files.journal.exists())
+    return tuple(out)
+
+
+class ModelWatcher:
+    """Loads a newly promoted model in the background and swaps it in (see the module
+    docstring, *Model swaps*).
+
+    :meth:`check` looks once (``force=True``: load and check even when the files look
+    unchanged) and returns what it did: ``"unchanged"``, ``"waiting"`` (a promotion or copy
+    seems half-way: look again next time), ``"refused"`` (logged once per set of files; the old
+    model keeps serving) or ``"swapped"``. :meth:`start` runs checks in a daemon thread every
+    ``interval`` seconds (None: only when :meth:`request` asks, as SIGHUP does). ``prepare``
+    runs first in that thread (kernel thread settings); ``lane``, when given, is where the
+    candidate's test recommendation runs (the scoring thread, when kernels may not run in two
+    threads at once).
+    """
+
+    def __init__(
+        self,
+        live: _Live,
+        model_path: str | FilePath,
+        interval: float | None,
+        prepare: Callable[[], None] | None = None,
+        lane: ThreadPoolExecutor | None = None,
+    ) -> None:
+        from alsresearch.artefact import artefact_paths
+
+        self.live = live
+        self.files = artefact_paths(model_path)
+        self.interval = interval
+        self._prepare = prepare
+        self._lane = lane
+        self._live_sig: tuple | None = None
+        self._pending: tuple | None = None
+        self._refused: tuple | None = None
+        self._wake = threading.Event()
+        self._forced = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def mark_live(self, signature: tuple) -> None:
+        """The files with ``signature`` are the ones being served."""
+        self._live_sig = signature
+
+    def request(self) -> None:
+        """Check now (thread- and signal-safe): what SIGHUP does."""
+        self._forced = True
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        if self._prepare is not None:
+            self._prepare()
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            if self._stop.is_set():
+                break
+            self._wake.clear()
+            forced, self._forced = self._forced, False
+            try:
+                self.check(force=forced)
+            except Exception:  # never let the watcher die: the old model keeps serving
+                log.exception("model reload of %s failed unexpectedly", self.files.model)
+
+    def check(self, force: bool = False) -> str:
+        with self._lock:
+            return self._check(force)
+
+    def _check(self, force: bool) -> str:
+        sig = _signature(self.files)
+        if not force and sig in (self._live_sig, self._refused):
+            return "unchanged"
+        if self.files.journal.exists():
+            return self._wait(
+                sig,
+                f"{self.files.journal}: a promotion is renaming the files (or was killed doing "
+                "so: `alsresearch promote --recover` puts the previous files back)",
+            )
+        if self.files.card.exists():
+            try:
+                problem = _card_mismatch(_read_strict_card(self.files.card), self.files, {})
+            except (ModelFileError, OSError) as exc:
+                problem = str(exc)
+            if problem:
+                return self._wait(sig, problem)
+        try:
+            candidate = RecommendationService.load(self.files.model)
+            old = self.live.service
+            if candidate.id_kinds() != old.id_kinds():
+                users, items = candidate.id_kinds()
+                raise ModelFileError(
+                    f"{self.files.model}: incompatible: its user ids are {users} and item ids "
+                    f"{items}, the running service's are {' and '.join(old.id_kinds())}; "
+                    "restart the service to serve it"
+                )
+            if self._lane is None:
+                candidate.self_test()
+            else:
+                self._lane.submit(candidate.self_test).result()
+        except (ModelFileError, OSError, ValueError, FloatingPointError) as exc:
+            if _signature(self.files) != sig:
+                return "waiting"  # changed while loading: look again next time
+            return self._refuse(sig, str(exc))
+        if _signature(self.files) != sig:
+            return "waiting"
+        old = self.live.service
+        self.live.service = candidate  # the swap: one reference assignment
+        self._live_sig, self._pending, self._refused = sig, None, None
+        log.info(
+            "now serving %s %s (%s), was %s",
+            candidate.name,
+            candidate.version,
+            self.files.model,
+            old.version,
+        )
+        return "swapped"
+
+    def _wait(self, sig: tuple, problem: str) -> str:
+        """A set that may be half-written: wait one check; refuse it if it stays so."""
+        if self._pending == sig:
+            return self._refuse(sig, problem)
+        self._pending = sig
+        log.debug("model reload waits: %s", problem)
+        return "waiting"
+
+    def _refuse(self, sig: tuple, problem: str) -> str:
+        self._refused, self._pending = sig, None
+        service = self.live.service
+        log.warning(
+            "model reload refused, still serving %s %s: %s",
+            service.name,
+            service.version,
+            " ".join(problem.split()),
+        )
+        return "refused"
+
+
+# ---------------------------------------------------------------------- worker lanes
+@dataclass
+class _Lanes:
+    """Worker threads for scoring: ``single`` (single users, histories) and ``batch``."""
+
+    single: ThreadPoolExecutor
+    batch: ThreadPoolExecutor
+
+    def shutdown(self) -> None:
+        for pool in {id(self.single): self.single, id(self.batch): self.batch}.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _set_kernel_threads(threads: int) -> None:
+    """Cap numba's threads for the calling thread (numba's setting is per thread); 0 leaves
+    the default."""
+    if threads > 0:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def _start_lanes(threads: int) -> _Lanes:
+    def init() -> None:
+        _set_kernel_threads(threads)
+
+    batch = ThreadPoolExecutor(1, thread_name_prefix="score-batch", initializer=init)
+    if _threading_layer() == "workqueue":
+        log.warning(
+            "numba runs its workqueue threading layer, which cannot run kernels from two "
+            "threads at once: every request is scored in one thread (install tbb or an "
+            "OpenMP runtime for concurrent scoring)"
+        )
+        return _Lanes(batch, batch)
+    single = ThreadPoolExecutor(_SINGLE_WORKERS, thread_name_prefix="score", initializer=init)
+    return _Lanes(single, batch)
+
+
+def _threading_layer() -> str | None:
+    """numba's threading layer once a parallel kernel has run (None before, or without numba)."""
+    try:
+        import numba
+
+        return numba.threading_layer()
+    except (ImportError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------- request body limit
+class _BodyLimit:
+    """Pure ASGI middleware: a request body over ``limit`` bytes is answered 413 before the
+    app sees it, by its Content-Length or, without one (chunked), as soon as the bytes
+    received pass the limit; the rest of the body is never read. An accepted body is read here
+    (at most ``limit`` bytes) and handed on unchanged."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = -1
+                if length > self.limit:
+                    await self._refuse(send, f"Content-Length {length}")
+                    return
+        messages: list[dict] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(send, f"more than {self.limit} bytes received")
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send, what: str) -> None:
+        message = (
+            f"the request body is too large ({what}): the limit is {self.limit} bytes "
+            "(alsresearch serve --max-body-bytes)"
+        )
+        body = _JSON(
+            {
+                "message": message,
+                "detail": [{"loc": ["body"], "msg": message, "type": "body_too_large"}],
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 # ---------------------------------------------------------------------- the web app
@@ -260,27 +676,77 @@ def _message(errors) -> str:
     return "; ".join(parts) + more
 
 
-def create_app(model_path: str | FilePath, *, title: str = "alsresearch"):
-    """The FastAPI app serving ``model_path`` (loaded now, once; ModelFileError /
-    FileNotFoundError when it cannot be)."""
-    from fastapi import FastAPI, Query, Request
-    from fastapi.exception_handlers import http_exception_handler
-    from fastapi.exceptions import RequestValidationError
+def _render(answer: Any) -> bytes:
+    """One answer as compact JSON bytes."""
+    return _JSON(answer).encode()
+
+
+def _render_list(answers: list[dict[str, Any]]) -> bytes:
+    """A list of answers as one JSON array, encoded answer by answer: each encoder call holds
+    the GIL only for one user's list, so other threads run between them."""
+    return b"[" + b",".join(_render(a) for a in answers) + b"]"
+
+
+def _error(status: int, message: str, kind: str, headers=None, loc=None):
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model
+
+    detail = [{"loc": loc or [], "msg": message, "type": kind}]
+    return JSONResponse(
+        status_code=status, content={"message": message, "detail": detail}, headers=headers
+    )
+
+
+def create_app(
+    model_path: str | FilePath,
+    *,
+    title: str = "alsresearch",
+    threads: int = 0,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    watch: bool = False,
+    watch_interval: float = DEFAULT_WATCH_INTERVAL,
+):
+    """The FastAPI app serving ``model_path`` (loaded now; ModelFileError / FileNotFoundError
+    when it cannot be).
+
+    ``threads``: numba threads per kernel in the worker threads (0: numba's default).
+    ``max_body_bytes``: the largest request body accepted (413 above it). ``watch``: check the
+    model files every ``watch_interval`` seconds and swap in a newly promoted model; SIGHUP
+    asks for a check either way (when the app runs in the main thread, as under uvicorn).
+    """
+    from fastapi import FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from pydantic import (
+        BaseModel,
+        BeforeValidator,
+        ConfigDict,
+        Field,
+        Strict,
+        create_model,
+        model_validator,
+    )
     from starlette.exceptions import HTTPException
 
-    service = RecommendationService.load(model_path)
-    UserId, UserPath = _id_types(service.model.user_ids, "user")
-    ItemId, _ = _id_types(service.model.item_ids, "item")
+    from alsresearch.artefact import artefact_paths
+
+    threads = check_int(threads, "threads", low=0)
+    max_body_bytes = check_int(max_body_bytes, "max_body_bytes", low=1)
+    if not watch_interval > 0:
+        raise ValueError(f"watch_interval must be > 0 seconds, got {watch_interval}")
+    signature = _signature(artefact_paths(model_path))
+    live = _Live(RecommendationService.load(model_path))
+    first = live.service
+    UserId, UserPath = _id_types(first.model.user_ids, "user")
+    ItemId, _ = _id_types(first.model.item_ids, "item")
     N = Annotated[
         int,
         Strict(),
-        Field(ge=1, le=MAX_N, description="list length, 1..1000"),
+        Field(ge=1, le=MAX_N, description=f"list length, 1..{MAX_N}"),
         BeforeValidator(_integral_number),
     ]
     Source = Literal["als", "popularity"]
     forbid = ConfigDict(extra="forbid")
+    version_doc = "first 12 hex digits of the model file's sha256 (GET /model: live)"
 
     Recommendation = create_model("Recommendation", item_id=(ItemId, ...), score=(float, ...))
     UserRecommendations = create_model(
@@ -288,18 +754,35 @@ def create_app(model_path: str | FilePath, *, title: str = "alsresearch"):
         user_id=(UserId, ...),
         recommendations=(list[Recommendation], ...),
         model=(str, ...),
+        model_version=(str, Field(..., description=version_doc)),
         source=(Source, ...),
     )
     HistoryRecommendations = create_model(
         "HistoryRecommendations",
         recommendations=(list[Recommendation], ...),
         model=(str, ...),
+        model_version=(str, Field(..., description=version_doc)),
         source=(Source, ...),
         unknown_item_ids=(list[ItemId], ...),
     )
+
+    def within_work_limit(request):
+        work = len(request.user_ids) * request.n
+        if work > MAX_BATCH_WORK:
+            raise ValueError(
+                f"the batch asks for len(user_ids) x n = {len(request.user_ids)} x {request.n} "
+                f"= {work} recommendations, over the limit of {MAX_BATCH_WORK} per batch; "
+                "split it into smaller batches"
+            )
+        return request
+
     BatchRequest = create_model(
         "BatchRequest",
         __config__=forbid,
+        __doc__=f"At most {MAX_BATCH_WORK} recommendations per batch: len(user_ids) x n <= "
+        f"{MAX_BATCH_WORK} (e.g. {MAX_BATCH} users at n = {MAX_BATCH_WORK // MAX_BATCH}, or "
+        f"{MAX_BATCH_WORK // MAX_N} users at n = {MAX_N}); more is a 422.",
+        __validators__={"work": model_validator(mode="after")(within_work_limit)},
         user_ids=(
             Annotated[list[UserId], Field(min_length=1, max_length=MAX_BATCH)],
             Field(..., description=f"1..{MAX_BATCH} user ids; order kept, duplicates allowed"),
@@ -319,72 +802,154 @@ def create_app(model_path: str | FilePath, *, title: str = "alsresearch"):
     class Health(BaseModel):
         status: str
         model: str
+        model_version: str
         model_type: str
         users: int
         items: int
+        loaded_at: str | None
 
-    # warm up (numba kernels, BLAS) and prove the model answers before taking traffic
-    service.for_users([service.model.user_ids[0].item()], DEFAULT_N)
-    service.for_history([service.model.item_ids[0].item()], DEFAULT_N)
+    class ErrorDetail(BaseModel):
+        loc: list[str | int]
+        msg: str
+        type: str
+
+    class Error(BaseModel):
+        """Every error: ``message`` says what was wrong; ``detail`` lists each problem."""
+
+        message: str
+        detail: list[ErrorDetail]
+
+    errors = {
+        413: {"model": Error, "description": f"request body over {max_body_bytes} bytes"},
+        422: {"model": Error, "description": "invalid request: the message says what and where"},
+    }
+
+    # warm up (numba kernels, BLAS, the screen) and prove the model answers before traffic
+    _set_kernel_threads(threads)
+    first.self_test()
+    if len(first.model.user_ids) > 1:  # the parallel kernels too (and numba's threading layer)
+        first.for_users(np.resize(first.model.user_ids, 64).tolist(), DEFAULT_N)
+    lanes = _start_lanes(threads)
+    watcher = ModelWatcher(
+        live,
+        model_path,
+        watch_interval if watch else None,
+        prepare=lambda: _set_kernel_threads(threads),
+        lane=lanes.batch if lanes.single is lanes.batch else None,
+    )
+    watcher.mark_live(signature)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        loop = asyncio.get_running_loop()
+        hup = False
+        watcher.start()
+        if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, watcher.request)
+                hup = True
+        try:
+            yield
+        finally:
+            if hup:
+                loop.remove_signal_handler(signal.SIGHUP)
+            watcher.stop()
+            lanes.shutdown()
 
     app = FastAPI(
         title=title,
         version="1",
-        summary=f"Recommendations from the promoted model {service.name!r}",
+        summary=f"Recommendations from the promoted model {first.name!r}",
         description=__doc__,
+        lifespan=lifespan,
     )
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
+
+    async def scored(lane: ThreadPoolExecutor, work: Callable[[], bytes]) -> Response:
+        body = await asyncio.get_running_loop().run_in_executor(lane, work)
+        return Response(content=body, media_type="application/json")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        errors = [
+        found = [
             {k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()
         ]
-        message = _message(errors)
+        message = _message(found)
         content_type = request.headers.get("content-type", "")
         if request.method == "POST" and "json" not in content_type.lower():
             message = f"the body must be JSON sent as Content-Type: application/json ({message})"
-        return JSONResponse(status_code=422, content={"message": message, "detail": errors})
+        return JSONResponse(status_code=422, content={"message": message, "detail": found})
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
+        where = f"{request.method} {request.url.path}"
         if exc.status_code == 400:  # FastAPI could not even read the body (e.g. not UTF-8)
             message = f"the body must be UTF-8 JSON: {exc.detail}"
-            err = {"loc": ["body"], "msg": message, "type": "json_invalid"}
-            return JSONResponse(status_code=422, content={"message": message, "detail": [err]})
-        return await http_exception_handler(request, exc)
+            return _error(422, message, "json_invalid", loc=["body"])
+        if exc.status_code == 405:
+            allow = (exc.headers or {}).get("Allow", "")
+            message = f"{where}: method not allowed; this path takes {allow}"
+            return _error(405, message, "method_not_allowed", headers=exc.headers)
+        if exc.status_code == 404:
+            message = f"{where}: no such endpoint (see /docs)"
+            return _error(404, message, "not_found", headers=exc.headers)
+        return _error(exc.status_code, f"{where}: {exc.detail}", "http_error", exc.headers)
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError):
-        err = {"loc": [], "msg": str(exc), "type": "value_error"}
-        return JSONResponse(status_code=422, content={"message": str(exc), "detail": [err]})
+        return _error(422, str(exc), "value_error")
 
-    @app.post("/recommendations/batch", response_model=list[UserRecommendations])
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        message = f"internal error while answering {request.method} {request.url.path}: {exc}"
+        return _error(500, message, "internal_error")
+
+    @app.post("/recommendations/batch", response_model=list[UserRecommendations], responses=errors)
     async def recommend_batch(request: BatchRequest):
-        """Top-``n`` items for each user, in request order (duplicates allowed)."""
-        return JSONResponse(service.for_users(request.user_ids, request.n))
+        """Top-``n`` items for each user, in request order (duplicates allowed), all from one
+        model. At most ``len(user_ids) x n`` = MAX_BATCH_WORK recommendations (see BatchRequest).
+        """
+        service = live.service  # read once: the whole batch comes from this model
+        users, n = request.user_ids, request.n
+        return await scored(lanes.batch, lambda: _render_list(service.for_users(users, n)))
 
-    @app.post("/recommendations/history", response_model=HistoryRecommendations)
+    @app.post("/recommendations/history", response_model=HistoryRecommendations, responses=errors)
     async def recommend_history(request: HistoryRequest):
         """Fold-in top-``n`` for an anonymous session; unknown item ids are ignored and listed."""
-        return JSONResponse(service.for_history(request.item_ids, request.n))
+        service = live.service
+        items, n = request.item_ids, request.n
+        return await scored(lanes.single, lambda: _render(service.for_history(items, n)))
 
-    # registered after the POST routes so that /recommendations/batch and /history match those
-    # first (a wrong method then gets 405 with the right Allow header)
-    n_query = Query(ge=1, le=MAX_N, description="list length, 1..1000")
+    async def post_only(request: Request):
+        raise HTTPException(405, headers={"Allow": "POST"})
 
-    @app.get("/recommendations/{user_id}", response_model=UserRecommendations)
+    # before the GET route below, whose {user_id} would otherwise take "batch" as a user id
+    for path in ("/recommendations/batch", "/recommendations/history"):
+        app.add_api_route(path, post_only, methods=["GET"], include_in_schema=False)
+
+    n_query = Query(ge=1, le=MAX_N, description=f"list length, 1..{MAX_N}")
+
+    @app.get(
+        "/recommendations/{user_id}",
+        response_model=UserRecommendations,
+        responses={422: errors[422]},
+    )
     async def recommend(user_id: UserPath, n: Annotated[int, n_query] = DEFAULT_N):
         """Top-``n`` items for one user; unknown users get the popularity list."""
-        return JSONResponse(service.for_users([user_id], n)[0])
+        service = live.service
+        return await scored(lanes.single, lambda: _render(service.for_users([user_id], n)[0]))
 
     @app.get("/health", response_model=Health)
     async def health():
-        return service.health()
+        """Status and the live model (its name, version and when it was loaded)."""
+        return JSONResponse(live.service.health())
 
     @app.get("/model", response_model=dict[str, Any])
     async def model_card():
-        """The model card written at promotion (parameters, metrics, split, provenance)."""
-        return JSONResponse(service.card)
+        """The live model card written at promotion (parameters, metrics, split, provenance),
+        with ``live``: the files served, the model file's sha256 and when it was loaded."""
+        return JSONResponse(live.service.model_card())
 
     default_openapi = app.openapi
 
@@ -394,7 +959,8 @@ def create_app(model_path: str | FilePath, *, title: str = "alsresearch"):
         return app.openapi_schema
 
     app.openapi = openapi
-    app.state.service = service
+    app.state.live = live
+    app.state.watcher = watcher
     return app
 
 
@@ -423,23 +989,46 @@ def run(
     log_level: str = "info",
     access_log: bool = True,
     threads: int = 1,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    watch: bool = False,
+    watch_interval: float = DEFAULT_WATCH_INTERVAL,
 ) -> None:
-    """Load the model once and serve it with uvicorn until stopped.
+    """Load the model and serve it with uvicorn until stopped.
 
-    ``threads`` caps BLAS and numba threads for scoring (1 by default: requests are small and
-    answered one at a time, and on a busy machine multi-threaded kernels wait for their
-    threads); 0 keeps the libraries' defaults (all cores). A model that cannot be loaded raises
-    ModelFileError / FileNotFoundError / ValueError naming the file, before the port is bound.
+    ``threads`` caps BLAS and numba threads for scoring (1 by default: requests are small, and
+    on a busy machine multi-threaded kernels wait for their threads); 0 keeps the libraries'
+    defaults (all cores). ``max_body_bytes``, ``watch`` and ``watch_interval``: see
+    :func:`create_app`. A model that cannot be loaded raises ModelFileError /
+    FileNotFoundError / ValueError naming the file, before the port is bound.
     """
+    import copy
+
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     threads = check_int(threads, "threads", low=0)
     if threads > 0:
-        import numba
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=threads, user_api="blas")  # for the whole process
-        # numba's setting is per thread: this one, where uvicorn runs the event loop
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    app = create_app(model_path)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+    app = create_app(
+        model_path,
+        threads=threads,
+        max_body_bytes=max_body_bytes,
+        watch=watch,
+        watch_interval=watch_interval,
+    )
+    log_config = copy.deepcopy(LOGGING_CONFIG)  # the service's own lines look like uvicorn's
+    log_config["loggers"]["alsresearch"] = {
+        "handlers": ["default"],
+        "level": log_level.upper(),
+        "propagate": False,
+    }
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        log_config=log_config,
+    )

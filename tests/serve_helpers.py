@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,7 +44,9 @@ class Server:
     """``with Server(model) as server: httpx.get(server.url + "/health")``.
 
     Starts the service, waits until /health answers, and stops it (SIGTERM, then SIGKILL) on
-    exit. If the process dies during start-up, RuntimeError carries its stderr.
+    exit. If the process dies during start-up, RuntimeError carries its stderr. A thread reads
+    stderr as it comes (so a chatty server never blocks on a full pipe): ``stderr()`` is the
+    text so far.
     """
 
     def __init__(self, model: Path, *extra: str) -> None:
@@ -51,6 +55,16 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    def stderr(self) -> str:
+        return "".join(self._lines)
+
+    def _read_stderr(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for line in self.process.stderr:
+            self._lines.append(line)
 
     def __enter__(self) -> Server:
         self.process = subprocess.Popen(
@@ -61,11 +75,13 @@ class Server:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read() if self.process.stderr else ""
-                raise RuntimeError(f"server exited with {self.process.returncode}: {err}")
+                self._reader.join(timeout=15)
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.stderr()}")
             try:
                 if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
                     return self
@@ -84,6 +100,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=15)
+        if self._reader is not None:
+            self._reader.join(timeout=15)
         if self.process.stderr:
             self.process.stderr.close()
 
@@ -99,4 +117,28 @@ def failed_start(model: Path, timeout: float = START_TIMEOUT) -> subprocess.Comp
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def promote_command(models_dir: Path, params: dict, *extra: str) -> subprocess.CompletedProcess:
+    """``alsresearch promote`` as a subprocess on the shipped MovieLens data (exit status
+    checked by the caller)."""
+    params_file = Path(models_dir).parent / f"params-{abs(hash(json.dumps(params)))}.json"
+    params_file.write_text(json.dumps({"params": params}))
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alsresearch",
+            "promote",
+            "--params",
+            str(params_file),
+            "--models-dir",
+            str(models_dir),
+            *extra,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
     )

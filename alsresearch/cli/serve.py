@@ -7,6 +7,7 @@ from pathlib import Path
 
 from alsresearch import paths
 from alsresearch.errors import ModelFileError
+from alsresearch.serve import DEFAULT_WATCH_INTERVAL, MAX_BODY_BYTES
 
 
 def add_command(subparsers) -> None:
@@ -26,9 +27,28 @@ def add_command(subparsers) -> None:
         "--threads",
         type=int,
         default=1,
-        help="BLAS and numba threads for scoring (default 1: requests are small and answered "
-        "one at a time; on a busy machine multi-threaded kernels wait for their threads). "
-        "0 keeps the libraries' defaults (all cores).",
+        help="BLAS and numba threads per scoring kernel (default 1: requests are small, and "
+        "on a busy machine multi-threaded kernels wait for their threads). 0 keeps the "
+        "libraries' defaults (all cores).",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=MAX_BODY_BYTES,
+        help=f"refuse (413) a request body over this many bytes (default {MAX_BODY_BYTES}, 1 MiB)",
+    )
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="check the model files every --watch-interval seconds and swap in a newly "
+        "promoted model once it loads and answers (SIGHUP asks for a check either way); a "
+        "corrupt or incompatible file is refused with a log line and the old model serves on",
+    )
+    p.add_argument(
+        "--watch-interval",
+        type=float,
+        default=DEFAULT_WATCH_INTERVAL,
+        help=f"seconds between two checks under --watch (default {DEFAULT_WATCH_INTERVAL:g})",
     )
     p.set_defaults(func=_serve)
 
@@ -52,6 +72,9 @@ def _serve(args) -> int:
             log_level=args.log_level,
             access_log=not args.no_access_log,
             threads=args.threads,
+            max_body_bytes=args.max_body_bytes,
+            watch=args.watch,
+            watch_interval=args.watch_interval,
         )
     except (ModelFileError, FileNotFoundError, OSError, ValueError) as exc:
         message = " ".join(str(exc).split())
