@@ -233,22 +233,43 @@ def _whitening(G):
     return L, Linv
 
 
-@njit(parallel=True, cache=True)
-def _whiten(G, Y, Yz):
-    """``Yz = Y L^{-T}`` (rows ``L^{-1} y_i``, one BLAS product per 1024 rows) for the Cholesky
-    factor ``L L^T = G``; returns ``(L, L^{-1})`` in ``Y``'s precision, or empty arrays (``Yz``
-    untouched) when ``G`` is not numerically positive definite."""
+def whitening(G, dtype):
+    """``(L, L^{-1}, L^{-T})`` in ``dtype`` for the Cholesky factor ``L L^T = G``; None when
+    ``G`` is not numerically positive definite. O(k^3), once per half-sweep."""
     L64, Linv64 = _whitening(G)
-    if L64.shape[0] != Y.shape[1]:
-        return np.empty((0, 0), dtype=Y.dtype), np.empty((0, 0), dtype=Y.dtype)
-    LinvT = np.ascontiguousarray(Linv64.T).astype(Y.dtype)
-    n_other = Y.shape[0]
-    rows = 1024
-    for blk in prange((n_other + rows - 1) // rows):
-        lo = blk * rows
-        hi = min(n_other, lo + rows)
-        np.dot(Y[lo:hi], LinvT, Yz[lo:hi])
-    return L64.astype(Y.dtype), Linv64.astype(Y.dtype)
+    if L64.shape[0] != G.shape[0]:
+        return None
+    return (
+        L64.astype(dtype),
+        Linv64.astype(dtype),
+        np.ascontiguousarray(Linv64.T).astype(dtype),
+    )
+
+
+#: rows of ``Y`` whitened per BLAS product in :func:`whiten_rows`
+WHITEN_ROWS = 1024
+
+
+@njit(parallel=True, cache=True)
+def whiten_rows(Y, LinvT, Yz, lo, hi):
+    """``Yz[lo:hi] = Y[lo:hi] L^{-T}`` (rows ``L^{-1} y_i``, one BLAS product per
+    ``WHITEN_ROWS`` rows)."""
+    rows = WHITEN_ROWS
+    for blk in prange((hi - lo + rows - 1) // rows):
+        a = lo + blk * rows
+        b = min(hi, a + rows)
+        np.dot(Y[a:b], LinvT, Yz[a:b])
+
+
+def _whiten(G, Y, Yz):
+    """:func:`whitening` of ``G`` and all of ``Yz = Y L^{-T}``; ``(L, L^{-1})``, or None
+    (``Yz`` untouched) when ``G`` is not numerically positive definite."""
+    factors = whitening(G, Y.dtype)
+    if factors is None:
+        return None
+    L, Linv, LinvT = factors
+    whiten_rows(Y, LinvT, Yz, 0, len(Y))
+    return L, Linv
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -308,7 +329,6 @@ def _rows_axpy(Yu, t, out, tmp, k):
         q += 1
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz):
     """Approximate half-sweep: ``steps`` conjugate-gradient steps per row on ``A_u x = b_u``,
     preconditioned by the shared part ``G``, warm-started from the current ``X[u]`` (updated
@@ -326,27 +346,36 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz):
     steps on them while they are in cache. ``s = Y_u z`` is carried through the steps
     (``s += step * Y_u d``), so the loss needs no extra pass over the cells.
     """
-    n = len(indptr) - 1
-    k = Y.shape[1]
-    L, Linv = _whiten(G, Y, Yz)
-    if L.shape[0] != k:
+    whitened = _whiten(G, Y, Yz)
+    if whitened is None:
         return -1
-    n_blocks = (n + block - 1) // block
+    L, Linv = whitened
+    return cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, 0, len(X))
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, row_lo, row_hi):
+    """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` (``row_lo`` a multiple of ``block``,
+    so the blocks, and with them every result, are those of one whole sweep) with the
+    whitening done: ``Yz = Y L^{-T}`` and ``G = L L^T``, ``Linv = L^{-1}``. Returns 0.
+    The fit runs a half-sweep as a few calls of this, so Ctrl-C is seen between them."""
+    k = Yz.shape[1]
+    n_blocks = (row_hi - row_lo + block - 1) // block
     want_loss = len(loss_part) > 0
     tiny = 1e-20
     for blk in prange(n_blocks):
-        lo = blk * block
-        hi = min(n, lo + block)
+        lo = row_lo + blk * block
+        hi = min(row_hi, lo + block)
         m = _max_row_length(indptr, lo, hi)
-        Yu_buf = np.empty((m, k), dtype=Y.dtype)
-        sd = np.empty(m, dtype=Y.dtype)  # Y_u d
-        t = np.empty(m, dtype=Y.dtype)  # per-cell weights of a product Y_u^T t
+        Yu_buf = np.empty((m, k), dtype=Yz.dtype)
+        sd = np.empty(m, dtype=Yz.dtype)  # Y_u d
+        t = np.empty(m, dtype=Yz.dtype)  # per-cell weights of a product Y_u^T t
         sz = np.empty(m, dtype=np.float64)  # Y_u z, carried through the steps
-        tmp = np.empty(k, dtype=Y.dtype)
-        Zb = np.empty((hi - lo, k), dtype=Y.dtype)
-        r = np.empty(k, dtype=Y.dtype)
-        d = np.empty(k, dtype=Y.dtype)
-        ad = np.empty(k, dtype=Y.dtype)
+        tmp = np.empty(k, dtype=Yz.dtype)
+        Zb = np.empty((hi - lo, k), dtype=Yz.dtype)
+        r = np.empty(k, dtype=Yz.dtype)
+        d = np.empty(k, dtype=Yz.dtype)
+        ad = np.empty(k, dtype=Yz.dtype)
         np.dot(X[lo:hi], L, Zb)  # z = L^T x, row-wise
         for j in range(hi - lo):
             u = lo + j
@@ -397,7 +426,6 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz):
     return 0
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz):
     """Exact half-sweep like :func:`cholesky_sweep`, in the whitened basis of :func:`cg_sweep`
     (``Yz`` is scratch shaped like ``Y``): row ``u`` solves
@@ -415,22 +443,30 @@ def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz):
     rows whose system was not numerically positive definite (their row of ``X`` is left
     unchanged, up to rounding), or -1 (``X`` untouched) when ``G`` is not.
     """
-    n = len(indptr) - 1
-    k = Y.shape[1]
-    L, Linv = _whiten(G, Y, Yz)
-    if L.shape[0] != k:
+    whitened = _whiten(G, Y, Yz)
+    if whitened is None:
         return -1
-    n_blocks = (n + block - 1) // block
+    L, Linv = whitened
+    return exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, 0, len(X))
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, row_lo, row_hi):
+    """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep`, with the whitening done (see
+    :func:`cg_rows`); returns the number of rows whose system was not numerically positive
+    definite."""
+    k = Yz.shape[1]
+    n_blocks = (row_hi - row_lo + block - 1) // block
     failed = np.zeros(n_blocks, dtype=np.int64)
     want_loss = len(loss_part) > 0
     for blk in prange(n_blocks):
-        lo = blk * block
-        hi = min(n, lo + block)
-        Yu, Yw, A, b = _system_scratch(indptr, lo, hi, Y)
+        lo = row_lo + blk * block
+        hi = min(row_hi, lo + block)
+        Yu, Yw, A, b = _system_scratch(indptr, lo, hi, Yz)
         mk = min(Yu.shape[0], k)
-        K = np.empty((mk, mk), dtype=Y.dtype)
-        t = np.empty(mk, dtype=Y.dtype)
-        Zb = np.empty((hi - lo, k), dtype=Y.dtype)
+        K = np.empty((mk, mk), dtype=Yz.dtype)
+        t = np.empty(mk, dtype=Yz.dtype)
+        Zb = np.empty((hi - lo, k), dtype=Yz.dtype)
         np.dot(X[lo:hi], L, Zb)  # z = L^T x, row-wise (kept by a row whose solve fails)
         for j in range(hi - lo):
             u = lo + j

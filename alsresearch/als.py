@@ -30,12 +30,21 @@ from alsresearch import _kernels, _quantized
 from alsresearch.base import Recommender, validate_n
 from alsresearch.checks import check_choice, check_float, check_int
 from alsresearch.data import coerce_interactions
+from alsresearch.limits import MAX_CG_STEPS, MAX_FACTORS, MAX_ITERATIONS, check_factor_memory
 from alsresearch.topk import topk
 
 __all__ = ["ALSConfig", "ALSModel", "confidence_minus_one", "objective"]
 
 #: rows per scratch block in the kernels (small enough to balance power-law rows across threads)
 _BLOCK = 64
+
+#: seconds of work per kernel call: a half-sweep runs as a series of calls on consecutive row
+#: ranges, and Python raises KeyboardInterrupt (Ctrl-C) only between calls, so this bounds how
+#: long a fit takes to stop. The ranges are whole blocks, so the results are those of one call.
+_CHUNK_SECONDS = 0.25
+#: the first guess of kernel speed, in cost units (see ``_Side.cost``) per second and thread;
+#: measured and corrected after every call
+_RATE_GUESS = 2e8
 
 #: ``topk_rows`` answers through the exact screen of :mod:`alsresearch._quantized` for top-n up
 #: to this n; a longer list ranks much of the catalogue, where the screen's candidate set grows
@@ -105,8 +114,13 @@ class ALSConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        for name, low in (("factors", 1), ("iterations", 1), ("cg_steps", 1), ("num_threads", 0)):
-            set_(self, name, check_int(getattr(self, name), name, low=low))
+        for name, low, high in (
+            ("factors", 1, MAX_FACTORS),
+            ("iterations", 1, MAX_ITERATIONS),
+            ("cg_steps", 1, MAX_CG_STEPS),
+            ("num_threads", 0, None),
+        ):
+            set_(self, name, check_int(getattr(self, name), name, low=low, high=high))
         set_(self, "alpha", check_float(self.alpha, "alpha", low=0.0))
         set_(
             self,
@@ -193,6 +207,20 @@ class _Side:
         self.indices = m.indices.astype(np.int32)
         self.w = confidence_minus_one(m.data, alpha, scaling, dtype)
 
+    def cost(self, k: int, cg_steps: int | None) -> np.ndarray:
+        """Cumulative work estimate of the kernels at block boundaries (length
+        ``n_blocks + 1``): per row ``k nnz (steps + 2) + 4 k^2`` for CG, and for the exact
+        solver ``k nnz m + m^3 / 3 + 4 k^2`` with ``m = min(nnz, k)``. Only ratios matter:
+        the fit measures the speed in these units."""
+        nnz = np.diff(self.indptr).astype(np.float64)
+        if cg_steps is None:
+            m = np.minimum(nnz, k)
+            rows = k * nnz * m + m**3 / 3 + 4.0 * k * k
+        else:
+            rows = k * nnz * (cg_steps + 2) + 4.0 * k * k
+        per_block = np.add.reduceat(rows, np.arange(0, len(rows), _BLOCK)) if len(rows) else rows
+        return np.concatenate([[0.0], np.cumsum(per_block)])
+
 
 class ALSModel(Recommender):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008); see :class:`ALSConfig` for the maths.
@@ -235,6 +263,7 @@ class ALSModel(Recommender):
         )
         self.loss_history = []
         self._yty: np.ndarray | None = None
+        self._rate = _RATE_GUESS  # kernel speed (``_Side.cost`` units per second), see fit
         self._screen: _quantized.QuantizedItems | None = None
 
     def __repr__(self) -> str:
@@ -264,10 +293,16 @@ class ALSModel(Recommender):
             raise ValueError(f"X must have at least one user and one item, got shape {data.shape}")
         cfg = self.config
         dtype = self.dtype
+        k = cfg.factors
+        threads = cfg.num_threads or numba.config.NUMBA_NUM_THREADS
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        check_factor_memory(data.n_users, data.n_items, k, dtype.itemsize, threads)
         users = _Side(data.matrix, cfg.alpha, cfg.scaling, dtype)
         items = _Side(data.matrix.tocsc().T.tocsr(), cfg.alpha, cfg.scaling, dtype)
+        steps = cfg.cg_steps if cfg.solver == "cg" else None
+        costs = {id(users): users.cost(k, steps), id(items): items.cost(k, steps)}
+        self._rate = _RATE_GUESS * threads
         rng = np.random.default_rng(cfg.random_state)
-        k = cfg.factors
         self.user_factors = rng.random((data.n_users, k), dtype=dtype) * dtype.type(0.01)
         self.item_factors = rng.random((data.n_items, k), dtype=dtype) * dtype.type(0.01)
         self.loss_history = []
@@ -275,8 +310,6 @@ class ALSModel(Recommender):
         self._screen = None
         self._set_training_data(data)  # before the loop, so callbacks can recommend
 
-        threads = cfg.num_threads or numba.config.NUMBA_NUM_THREADS
-        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         item_loss = np.empty(data.n_items, dtype=np.float64)
         # the solvers' whitened copy of the fixed side, allocated once for both half-sweeps
         whitened = np.empty((max(data.n_users, data.n_items), k), dtype=dtype)
@@ -292,11 +325,23 @@ class ALSModel(Recommender):
                     if yty is None:
                         yty = _gram(self.item_factors)
                     self._half_sweep(
-                        users, self.item_factors, yty, self.user_factors, None, whitened
+                        users,
+                        costs[id(users)],
+                        self.item_factors,
+                        yty,
+                        self.user_factors,
+                        None,
+                        whitened,
                     )
                     xtx = _gram(self.user_factors)
                     self._half_sweep(
-                        items, self.user_factors, xtx, self.item_factors, item_loss, whitened
+                        items,
+                        costs[id(items)],
+                        self.user_factors,
+                        xtx,
+                        self.item_factors,
+                        item_loss,
+                        whitened,
                     )
                     yty = _gram(self.item_factors)
             finally:
@@ -318,6 +363,7 @@ class ALSModel(Recommender):
     def _half_sweep(
         self,
         side: _Side,
+        cost: np.ndarray,
         other: np.ndarray,
         gram: np.ndarray,
         out: np.ndarray,
@@ -326,21 +372,63 @@ class ALSModel(Recommender):
     ) -> None:
         """Update every row of ``out`` with ``other`` fixed; ``loss_part`` (optional) receives
         each row's observed-cell part of the loss; ``whitened`` is scratch for the whitened
-        ``other`` (see :func:`_kernels.cg_sweep`), at least as many rows as ``other``."""
+        ``other`` (see :func:`_kernels.cg_sweep`), at least as many rows as ``other``;
+        ``cost`` is ``side.cost(...)``.
+
+        The work runs as kernel calls of about ``_CHUNK_SECONDS`` each (on whole blocks of
+        rows, and of :data:`_kernels.WHITEN_ROWS` rows for the whitening, so the results equal
+        one call's), so Ctrl-C raises KeyboardInterrupt within about that long."""
         cfg = self.config
         G = _regularised(gram, cfg.regularization)
         loss_part = np.empty(0) if loss_part is None else loss_part
-        args = (side.indptr, side.indices, side.w, other, G, out, loss_part)
-        scratch = whitened[: len(other)]
-        if cfg.solver == "cholesky":
-            failed = _kernels.exact_sweep(*args, _BLOCK, scratch)
-        else:
-            failed = _kernels.cg_sweep(*args, cfg.cg_steps, _BLOCK, scratch)
-        if failed < 0:
+        factors = _kernels.whitening(G, other.dtype)
+        if factors is None:
             raise FloatingPointError(
                 "the shared part Y^T Y + lambda I of the per-row systems is not numerically "
                 "positive definite; raise regularization or use dtype='float64'"
             )
+        L, Linv, LinvT = factors
+        Yz = whitened[: len(other)]
+        k = cfg.factors
+        step = _kernels.WHITEN_ROWS * max(1, (1 << 27) // (k * k * _kernels.WHITEN_ROWS))
+        for lo in range(0, len(other), step):
+            _kernels.whiten_rows(other, LinvT, Yz, lo, min(len(other), lo + step))
+        n_rows = len(out)
+        n_blocks = len(cost) - 1
+        failed = 0
+        b = 0
+        while b < n_blocks:
+            budget = self._rate * _CHUNK_SECONDS
+            e = int(np.searchsorted(cost, cost[b] + budget, side="right")) - 1
+            e = min(n_blocks, max(e, b + 1))
+            lo, hi = b * _BLOCK, min(n_rows, e * _BLOCK)
+            t0 = time.perf_counter()
+            if cfg.solver == "cholesky":
+                failed += _kernels.exact_rows(
+                    side.indptr, side.indices, side.w, Yz, L, Linv, out, loss_part, _BLOCK, lo, hi
+                )
+            else:
+                _kernels.cg_rows(
+                    side.indptr,
+                    side.indices,
+                    side.w,
+                    Yz,
+                    L,
+                    Linv,
+                    out,
+                    loss_part,
+                    cfg.cg_steps,
+                    _BLOCK,
+                    lo,
+                    hi,
+                )
+            seconds = time.perf_counter() - t0
+            if seconds > 0.02:  # a measurable call: correct the speed, by at most 4x at once
+                rate = (cost[e] - cost[b]) / seconds
+                self._rate = min(4 * self._rate, max(self._rate / 4, rate))
+            elif e < n_blocks:
+                self._rate *= 2
+            b = e
         if failed:
             raise FloatingPointError(
                 f"{failed} per-row systems were not numerically positive definite; "

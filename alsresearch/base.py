@@ -32,6 +32,7 @@ from alsresearch.checks import check_int
 from alsresearch.data import Interactions
 from alsresearch.errors import ModelFileError, NotFittedError
 from alsresearch.files import atomic_write, to_jsonable
+from alsresearch.limits import MAX_TOP_N
 from alsresearch.topk import topk
 
 __all__ = [
@@ -46,7 +47,10 @@ __all__ = [
 
 FORMAT_NAME = "alsresearch-model"
 FORMAT_VERSION = 1
-MAX_N = 100_000
+#: the longest list the library ranks (:data:`alsresearch.limits.MAX_TOP_N`): larger than the
+#: service's ``limits.MAX_N`` (1000), because offline studies (recall@k at large k) want long
+#: lists and the caller owns the machine, while the service answers anyone on the network
+MAX_N = MAX_TOP_N
 SCORE_CHUNK = 2048
 
 #: model_type -> "module:Class"; load_model dispatches on the type stored in the file.

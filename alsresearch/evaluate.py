@@ -55,6 +55,7 @@ __all__ = [
     "evaluate",
     "evaluate_trained_model",
     "flat_metrics",
+    "require_test_users",
 ]
 
 #: every metric ``evaluate`` can report, in report order
@@ -322,12 +323,24 @@ def check_trained_on(model, train: Interactions, what: str = "the model") -> Non
         )
 
 
+def require_test_users(test: Interactions, what: str = "the test split") -> int:
+    """The number of users with at least one test cell; ValueError when there is none (no
+    figure could be measured: a command that got here has no result to give)."""
+    n_users = int((np.diff(coerce_interactions(test).matrix.indptr) > 0).sum())
+    if n_users == 0:
+        raise ValueError(
+            f"{what} leaves no test user (no user has a held-out cell): nothing to evaluate; "
+            "use more data or a larger test fraction"
+        )
+    return n_users
+
+
 def evaluate_trained_model(model, source, split, k: int = 10, what: str = "the model"):
     """Score a saved model on the test part of the split it was trained beside, against item
     popularity fitted on the same training part: ``(table, data, train, test)``.
 
     Refuses (ValueError / :class:`~alsresearch.errors.SpecMismatchError`, naming what
-    differs) a split that holds nothing out, a model whose ``training`` record names another
+    differs) a split that holds nothing out or leaves no test user, a model whose ``training`` record names another
     data spec or split, and a model not fitted on exactly this training part.
     """
     if not split.holds_out:
@@ -336,6 +349,7 @@ def evaluate_trained_model(model, source, split, k: int = 10, what: str = "the m
     data = source.load()
     train, test = split.apply(data)
     check_trained_on(model, train, what)
+    require_test_users(test, f"the test part of {split}")
     popularity = PopularityModel().fit(train)
     table, _ = compare({model.model_type: model, "popularity": popularity}, train, test, k=k)
     return table, data, train, test

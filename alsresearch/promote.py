@@ -48,15 +48,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alsresearch.als import ALSModel
+from alsresearch.als import ALSConfig, ALSModel
 from alsresearch.artefact import CARD_VERSION, named_artefact, read_card, recover, write_artefact
 from alsresearch.base import MODEL_TYPES, Recommender, model_class
 from alsresearch.baselines import PopularityModel
 from alsresearch.checks import check_bool, check_int
 from alsresearch.data import Interactions, coerce_interactions
 from alsresearch.errors import SpecMismatchError
-from alsresearch.evaluate import EvaluationResult, evaluate
+from alsresearch.evaluate import EvaluationResult, evaluate, require_test_users
 from alsresearch.files import to_jsonable
+from alsresearch.limits import MAX_TOP_N
 from alsresearch.provenance import environment_record, utc_now
 from alsresearch.records import data_record, training_record
 from alsresearch.source import DataSource
@@ -96,7 +97,10 @@ class PromotionResult:
 # ---------------------------------------------------------------------- parameters
 def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     """ALS parameters from a dict, a ``{"params": {...}}`` record (tuning's best.json layout),
-    or a JSON file holding either. Unknown names raise ValueError listing the valid ones."""
+    or a JSON file holding either, checked before any data is read: unknown names raise
+    ValueError listing the valid ones, and a value out of range (``iterations: 1000000000``
+    above :data:`~alsresearch.limits.MAX_ITERATIONS`, say) one naming it, its value and the
+    allowed range."""
     where = "params"
     if isinstance(params, str | Path):
         where = str(params)
@@ -115,6 +119,10 @@ def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ValueError(f"{where}: unknown ALS parameter(s) {unknown}; valid names: {valid}")
+    try:
+        ALSConfig(**params)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
     return dict(params)
 
 
@@ -215,7 +223,7 @@ def promote(
             "the promotion gate needs a test split to measure on: test_fraction must be > 0, "
             f"got {split.test_fraction}"
         )
-    k = check_int(k, "k", low=1)
+    k = check_int(k, "k", low=1, high=MAX_TOP_N)
     force = check_bool(force, "force")
     config = load_params(params)
     if config.get("random_state") is None:
@@ -258,6 +266,7 @@ def promote(
             )
     started = time.perf_counter()
     train, test = split.apply(data)
+    require_test_users(test, f"the promotion gate's test split ({split})")
     candidate = ALSModel(**config)
     metrics, candidate_result = _fit_and_evaluate(candidate, train, test, k)
     config = candidate.get_config()  # complete, normalised (e.g. dtype as a name)

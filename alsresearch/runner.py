@@ -39,7 +39,9 @@ progress and a summary table, and saves the table as ``summary.csv``. Each noteb
 ``OUTPUT_DIR`` (its run folder) and writes ``results.json`` itself in its last cell
 (:func:`alsresearch.records.write_results`); the runner adds the run's status, timing and
 kernel. A failing notebook is reported with its failing cell and the other runs still run
-(``fail_fast`` stops instead); runs that refer to a failed step are skipped.
+(``fail_fast`` stops instead); runs that refer to a failed step are skipped. Ctrl-C (which
+reaches the kernel too, in the same process group) stops the whole experiment: the interrupted
+run keeps its executed notebook but no ``results.json``, and no summary is written.
 
 The notebooks run in a kernel started from *this* interpreter (``sys.executable -m
 ipykernel_launcher``), whatever kernels are registered, so they use the same environment and
@@ -405,6 +407,12 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _interrupted(out: Path) -> None:
+    """An interrupted run leaves no ``results.json`` (one the notebook wrote lacks the run's
+    status), so nothing reads it as a finished run; the executed notebook stays as the log."""
+    (out / RESULTS_FILE).unlink(missing_ok=True)
+
+
 def _execute(run: Run, parameters: dict) -> None:
     """Execute one run into ``run.output_dir`` and complete its ``results.json`` with the
     run's status, timing and kernel (or write one that records the failure)."""
@@ -426,7 +434,13 @@ def _execute(run: Run, parameters: dict) -> None:
         )
         record = read_results(out)
         run.status = "ok"
+    except KeyboardInterrupt:
+        _interrupted(out)
+        raise
     except Exception as exc:  # a failed run is reported; the others go on
+        if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel
+            _interrupted(out)
+            raise KeyboardInterrupt from exc
         run.status, run.error = "failed", _describe_error(exc)
         if isinstance(exc, FileNotFoundError):
             run.error = (

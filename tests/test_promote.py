@@ -295,11 +295,11 @@ def test_parameters_come_bare_or_in_the_tuning_layout(tmp_path):
 
 
 def test_bad_parameters_and_names_fail_before_any_work(tmp_path, movielens):
-    with pytest.raises(ValueError, match="factors must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"factors must be an integer in \[1, 1024\], got 0"):
         promote({"factors": 0}, movielens, models_dir=tmp_path)
     with pytest.raises(ValueError, match="name must be a plain file name"):
         promote(GOOD, movielens, models_dir=tmp_path, name="../elsewhere")
-    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 100000\], got 0"):
         promote(GOOD, movielens, models_dir=tmp_path, k=0)
     assert list(tmp_path.iterdir()) == []
 

@@ -20,7 +20,7 @@ from alsresearch.errors import SpecMismatchError  # noqa: E402
 from alsresearch.evaluate import evaluate  # noqa: E402
 from alsresearch.source import DataSource  # noqa: E402
 from alsresearch.split import SplitSpec, random_holdout, temporal_holdout  # noqa: E402
-from alsresearch.tuning import SearchSpace, tune, validation_data  # noqa: E402
+from alsresearch.tuning import SearchSpace, TuneFailedError, tune, validation_data  # noqa: E402
 from alsresearch.tuning.study import _Objective  # noqa: E402
 from tests.tuning_helpers import SMALL, finished, open_study  # noqa: E402
 
@@ -310,11 +310,13 @@ def test_same_seed_same_sweep(data, space, tmp_path):
 @pytest.mark.parametrize(
     ("argument", "value", "message"),
     [
-        ("n_trials", 0, "n_trials must be an integer >= 1, got 0"),
-        ("workers", 1.5, "workers must be an integer >= 1, got 1.5"),
-        ("heartbeat", True, "heartbeat (seconds) must be an integer >= 1, got True"),
+        ("n_trials", 0, "n_trials must be an integer in [1, 10000], got 0"),
+        ("workers", 1.5, "workers must be an integer in [1, 256], got 1.5"),
+        ("heartbeat", True, "heartbeat (seconds) must be an integer in [1, 3600], got True"),
         ("seed", -1, "seed must be an integer >= 0, got -1"),
         ("max_failures", -1, "max_failures must be an integer >= 0, got -1"),
+        ("n_trials", 10_001, "n_trials must be an integer in [1, 10000], got 10001"),
+        ("workers", 257, "workers must be an integer in [1, 256], got 257"),
     ],
 )
 def test_bad_arguments_are_refused_naming_them(data, space, argument, value, message):
@@ -338,9 +340,26 @@ def test_two_workers_reach_the_exact_count(data, space, tmp_path):
     assert all(t.user_attrs.get("surplus") for t in study.trials if t.state.name == "FAIL")
 
 
-def test_failing_trials_stop_the_sweep_with_the_reason(data):
-    broken = SearchSpace.from_dict({**SMALL, "fixed": {"cg_steps": 0}}, "broken")
+def test_failing_trials_stop_the_sweep_with_the_reason(data, space, monkeypatch):
+    def broken_fit(self, *args, **kwargs):
+        raise FloatingPointError("the per-row systems are not positive definite")
+
+    monkeypatch.setattr(ALSModel, "fit", broken_fit)
     with pytest.raises(
-        RuntimeError, match=r"3 failed trials \(more than 2\).*cg_steps must be an integer >= 1"
+        TuneFailedError,
+        match=r"3 failed trials \(more than 2\) and 0 finished.*not positive definite",
     ):
-        tune(data, n_trials=4, seed=0, space=broken, max_failures=2, quiet=True)
+        tune(data, n_trials=4, seed=0, space=space, max_failures=2, quiet=True)
+
+
+def test_a_space_that_breaks_a_limit_is_refused_when_read():
+    with pytest.raises(ValueError, match=r"broken: defaults and fixed: cg_steps must be"):
+        SearchSpace.from_dict({**SMALL, "fixed": {"cg_steps": 0}}, "broken")
+    too_long = {**SMALL["params"], "iterations": {"type": "int", "low": 5, "high": 10**9}}
+    spec = {**SMALL, "params": too_long, "defaults": {**SMALL["defaults"], "iterations": 5}}
+    with pytest.raises(
+        ValueError,
+        match=r"params\.iterations: iterations must be an integer in \[1, 10000\], "
+        r"got 1000000000",
+    ):
+        SearchSpace.from_dict(spec, "long")

@@ -6,6 +6,11 @@ sets ``func``: a function that turns the parsed options into plain values (a
 paths), calls one library function, prints what it did and returns an exit code. The library
 never sees an ``argparse.Namespace``. Heavy optional dependencies (optuna, papermill, fastapi)
 are imported inside ``func``, so ``alsresearch --help`` works with the core install.
+
+Exit codes: 0 done; 1 an error with one line on stderr (a bad value, a missing file, or no
+result: nothing left to evaluate, every tuning trial failed); 2 bad usage (argparse); 130
+interrupted (Ctrl-C), with one line and no traceback. Outputs are written atomically
+(:func:`alsresearch.files.atomic_write`), so an interrupted command leaves none half-written.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_INTERRUPTED", "build_parser", "main"]
+
+#: the exit code of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
 
 #: sub-command modules of this package, in the order --help lists them
 COMMANDS = ("run", "tune", "train", "evaluate", "promote", "serve", "download")
@@ -33,16 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    command = "alsresearch"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        command = f"alsresearch {args.command}"
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"alsresearch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

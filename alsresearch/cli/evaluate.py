@@ -39,9 +39,12 @@ def add_command(subparsers) -> None:
 
 def _evaluate(args) -> int:
     from alsresearch.base import load_model
+    from alsresearch.checks import check_int
     from alsresearch.evaluate import evaluate_trained_model, flat_metrics
+    from alsresearch.limits import MAX_TOP_N
     from alsresearch.records import write_results
 
+    check_int(args.k, "--k", low=1, high=MAX_TOP_N)
     source, split = data_source(args), split_spec(args)
     if not split.holds_out:
         raise ValueError("--test-fraction 0 leaves no test set to evaluate on")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from alsresearch import paths
 from alsresearch.artefact import named_artefact, recover
+from alsresearch.checks import check_int
 from alsresearch.cli._options import (
     HelpFormatter,
     add_data_options,
@@ -17,7 +18,8 @@ from alsresearch.cli._options import (
     given_options,
     split_spec,
 )
-from alsresearch.promote import DEFAULT_K, promote
+from alsresearch.limits import MAX_TOP_N
+from alsresearch.promote import DEFAULT_K, load_params, promote
 
 
 def add_command(subparsers) -> None:
@@ -80,10 +82,11 @@ def _promote_command(args: argparse.Namespace) -> int:
         return 0
     if args.params is None:
         raise ValueError("--params is required (unless --recover)")
+    params = load_params(args.params)  # checked before the data are read
+    k = check_int(DEFAULT_K if args.k is None else args.k, "-k", low=1, high=MAX_TOP_N)
     source = data_source(args)
-    k = DEFAULT_K if args.k is None else args.k
     result = promote(
-        args.params,
+        params,
         source.load(),
         source=source,
         split=split_spec(args),

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from alsresearch import paths
+from alsresearch.checks import check_int
 from alsresearch.cli._options import (
     HelpFormatter,
     add_data_options,
@@ -14,7 +15,8 @@ from alsresearch.cli._options import (
     data_source,
     split_spec,
 )
-from alsresearch.tuning import GRACE_BEATS, default_study_name, tune
+from alsresearch.limits import MAX_HEARTBEAT, MAX_TRIALS, MAX_WORKERS
+from alsresearch.tuning import GRACE_BEATS, SearchSpace, TuneFailedError, default_study_name, tune
 
 
 def add_command(subparsers) -> None:
@@ -61,23 +63,32 @@ def add_command(subparsers) -> None:
 
 
 def _tune(args) -> int:
+    # sizes and the search space are checked before the data are read
+    check_int(args.trials, "--trials", low=1, high=MAX_TRIALS)
+    check_int(args.workers, "--workers", low=1, high=MAX_WORKERS)
+    check_int(args.heartbeat, "--heartbeat", low=1, high=MAX_HEARTBEAT)
+    space = SearchSpace.load(args.space)
     source, split = data_source(args), split_spec(args)
     data = source.load()
     name = args.study or default_study_name(data, args.seed)
-    result = tune(
-        data,
-        split=split,
-        source=source,
-        n_trials=args.trials,
-        seed=args.seed,
-        out_dir=args.out or paths.runs_dir() / f"tune-{name}",
-        storage=args.storage,
-        study_name=name,
-        space=args.space,
-        workers=args.workers,
-        heartbeat=args.heartbeat,
-        quiet=args.quiet,
-    )
+    try:
+        result = tune(
+            data,
+            split=split,
+            source=source,
+            n_trials=args.trials,
+            seed=args.seed,
+            out_dir=args.out or paths.runs_dir() / f"tune-{name}",
+            storage=args.storage,
+            study_name=name,
+            space=space,
+            workers=args.workers,
+            heartbeat=args.heartbeat,
+            quiet=args.quiet,
+        )
+    except TuneFailedError as exc:  # no result: one line, exit 1
+        print(f"alsresearch tune: error: {exc}", file=sys.stderr)
+        return 1
     if not result.beats_popularity:
         print(
             "warning: no ALS configuration beat popularity on validation; consider more trials "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from alsresearch.tuning.space import VALIDATION_DEFAULTS, Param, SearchSpace
 from alsresearch.tuning.study import (
     GRACE_BEATS,
+    TuneFailedError,
     TuneResult,
     ValidationData,
     default_study_name,
@@ -28,6 +29,7 @@ __all__ = [
     "VALIDATION_DEFAULTS",
     "Param",
     "SearchSpace",
+    "TuneFailedError",
     "TuneResult",
     "ValidationData",
     "default_study_name",

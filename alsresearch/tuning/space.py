@@ -15,6 +15,7 @@ from typing import Any
 
 from alsresearch import paths
 from alsresearch.checks import check_bool, check_choice, check_float, check_int
+from alsresearch.limits import MAX_ITERATIONS, MAX_TOP_N
 from alsresearch.yamlfile import read_yaml
 
 __all__ = ["PARAM_KINDS", "VALIDATION_DEFAULTS", "Param", "SearchSpace"]
@@ -147,6 +148,7 @@ class SearchSpace:
         clash = sorted(set(sections["fixed"]) & set(names))
         if clash:
             raise ValueError(f"{source}: {clash} are both searched and fixed")
+        _check_model_arguments(params, defaults, sections["fixed"], source)
         return cls(
             params=params,
             defaults=defaults,
@@ -182,6 +184,26 @@ class SearchSpace:
         }
 
 
+def _check_model_arguments(params: tuple[Param, ...], defaults: dict, fixed: dict, source: str):
+    """Every trial's arguments are valid for ALSModel, within :mod:`alsresearch.limits`: the
+    defaults with the fixed arguments, and each end of every range (and every choice), so a
+    range above a limit (``iterations`` up to 10**9, say) is refused when the file is read,
+    not in the middle of a sweep."""
+    from alsresearch.als import ALSConfig  # numba: not on the import path of --help
+
+    base = {**fixed, **defaults}
+    try:
+        ALSConfig(**base)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: defaults and fixed: {exc}") from exc
+    for p in params:
+        for value in p.choices if p.kind == "categorical" else (p.low, p.high):
+            try:
+                ALSConfig(**{**base, p.name: value})
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{source}: params.{p.name}: {exc}") from exc
+
+
 def _validation(given: dict, source: str) -> dict[str, Any]:
     """The ``validation`` section with its defaults filled in, checked."""
     unknown = sorted(set(given) - set(VALIDATION_DEFAULTS))
@@ -198,6 +220,9 @@ def _validation(given: dict, source: str) -> dict[str, Any]:
         low_open=True,
         high_open=True,
     )
-    for key in ("max_users", "every", "k"):
-        validation[key] = check_int(validation[key], f"{source}: validation.{key}", low=1)
+    highs = {"max_users": None, "every": MAX_ITERATIONS, "k": MAX_TOP_N}
+    for key, high in highs.items():
+        validation[key] = check_int(
+            validation[key], f"{source}: validation.{key}", low=1, high=high
+        )
     return validation

@@ -41,6 +41,7 @@ from alsresearch import files, paths, provenance
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions
 from alsresearch.errors import SpecMismatchError
+from alsresearch.limits import MAX_HEARTBEAT, MAX_TRIALS, MAX_WORKERS
 from alsresearch.records import data_record
 from alsresearch.source import DataSource
 from alsresearch.split import SplitSpec, validation_split
@@ -48,6 +49,7 @@ from alsresearch.tuning.space import SearchSpace
 
 __all__ = [
     "GRACE_BEATS",
+    "TuneFailedError",
     "TuneResult",
     "ValidationData",
     "default_study_name",
@@ -62,6 +64,11 @@ _FINISHED = ("COMPLETE", "PRUNED")
 #: a running trial without a heartbeat for this many intervals belongs to a dead worker. Generous,
 #: because the heartbeat thread needs the GIL, which a long compiled ALS sweep may hold.
 GRACE_BEATS = 6
+
+
+class TuneFailedError(RuntimeError):
+    """A sweep that produced no result: too many trials failed (every one, typically), or no
+    trial completed. The command line reports it in one line and exits 1."""
 
 
 # ---------------------------------------------------------------------------------- data
@@ -255,6 +262,11 @@ class _Objective:
         except _CAUGHT as exc:  # recorded in the study (Optuna only logs it)
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
+        except KeyboardInterrupt:
+            # Optuna marks the trial FAIL (never left RUNNING) and re-raises; it does not
+            # count against max_failures when the study is resumed
+            trial.set_user_attr("interrupted", True)
+            raise
 
     def _run(self, trial) -> float:
         import optuna
@@ -368,15 +380,19 @@ def _work(
         done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         failed = [
-            t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")
+            t
+            for t in trials
+            if t.state == TrialState.FAIL
+            and not t.user_attrs.get("surplus")
+            and not t.user_attrs.get("interrupted")
         ]
         if done >= objective.n_trials:
             return
         if len(failed) > max_failures:
             reason = failed[-1].user_attrs.get("error", "no error recorded (a NaN score?)")
-            raise RuntimeError(
-                f"study {study_name!r}: {len(failed)} failed trials (more than {max_failures}); "
-                f"the last one (trial {failed[-1].number}): {reason}"
+            raise TuneFailedError(
+                f"study {study_name!r}: {len(failed)} failed trials (more than {max_failures}) "
+                f"and {done} finished; the last one (trial {failed[-1].number}): {reason}"
             )
         if done + running >= objective.n_trials:
             time.sleep(min(1.0, heartbeat / 2))  # the last trials are running elsewhere
@@ -389,7 +405,17 @@ def _work(
 
 
 def _work_in_child(*args) -> None:  # the target of spawned worker processes
-    _work(*args)
+    """:func:`_work`, ending the process with one line and exit code 1 on
+    :class:`TuneFailedError`, and quietly with 130 on Ctrl-C (no traceback from either)."""
+    import sys
+
+    try:
+        _work(*args)
+    except TuneFailedError as exc:
+        print(f"worker {args[3]}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 # ---------------------------------------------------------------------------------- results
@@ -418,7 +444,7 @@ def export_results(study, out_dir: str | Path | None, extra: dict | None = None)
     attrs = study.user_attrs
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise RuntimeError(f"study {study.study_name!r} has no COMPLETE trial yet")
+        raise TuneFailedError(f"study {study.study_name!r} has no COMPLETE trial")
     best = study.best_trial
     defaults = [t for t in complete if t.user_attrs.get("role") == "defaults"]
     fixed = attrs.get("fixed", {})
@@ -498,14 +524,16 @@ def tune(
     ``cpu_count // workers`` threads). ``heartbeat`` is Optuna's heartbeat interval in seconds:
     a trial whose worker died is marked FAIL after ``GRACE_BEATS * heartbeat`` seconds and its
     slot is run again. More than ``max_failures`` failed trials (default ``n_trials``) stop the
-    sweep with the last error. With ``out_dir``, trials.csv and best.json are written there.
+    sweep with :class:`TuneFailedError` naming the last error (so does a sweep with no COMPLETE
+    trial). Ctrl-C (KeyboardInterrupt) leaves the study readable: the running trial is marked
+    FAIL (and ``interrupted``, not counted as a failure on resume), nothing is exported. With ``out_dir``, trials.csv and best.json are written there.
     """
     import optuna
 
-    n_trials = check_int(n_trials, "n_trials", low=1)
+    n_trials = check_int(n_trials, "n_trials", low=1, high=MAX_TRIALS)
     seed = check_int(seed, "seed", low=0)
-    workers = check_int(workers, "workers", low=1)
-    heartbeat = check_int(heartbeat, "heartbeat (seconds)", low=1)
+    workers = check_int(workers, "workers", low=1, high=MAX_WORKERS)
+    heartbeat = check_int(heartbeat, "heartbeat (seconds)", low=1, high=MAX_HEARTBEAT)
     max_failures = (
         n_trials if max_failures is None else check_int(max_failures, "max_failures", low=0)
     )
@@ -555,11 +583,20 @@ def tune(
         ]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
+        try:
+            for p in procs:
+                p.join()
+        except KeyboardInterrupt:  # Ctrl-C reached the workers too: let them mark their trials
+            for p in procs:
+                p.join(timeout=5)
+                if p.is_alive():
+                    p.terminate()
+            raise
         bad = [p.exitcode for p in procs if p.exitcode != 0]
         if bad:
-            raise RuntimeError(f"{len(bad)} of {workers} workers failed (exit codes {bad})")
+            raise TuneFailedError(
+                f"{len(bad)} of {workers} workers failed (exit codes {bad}); see their messages"
+            )
     result = export_results(study, out_dir)
     if not quiet:
         verdict = "beats" if result.beats_popularity else "does NOT beat"
