@@ -16,7 +16,9 @@ row with fewer cells than k through an nnz_u x nnz_u system.
 Every row is solved independently and in a fixed order of operations, so the result does not
 depend on the number of numba threads (BLAS, called inside the kernels for the k x k and
 mat-vec products, runs on one thread during fit). Rows are processed in blocks (``block``
-rows each) so scratch arrays are allocated once per block, not once per row.
+rows each) so scratch arrays are allocated once per block, not once per row. Every kernel
+releases the GIL (``nogil=True``): a fold-in scoring in one of the service's worker threads, or
+a fit, leaves the other Python threads running.
 
 ``loss_part`` (optional, length 0 to skip) receives, per row, the observed-cell part of the
 objective with the *new* row: ``sum_i (1 + w_ui) (1 - s_ui)^2 - s_ui^2`` where
@@ -169,7 +171,7 @@ def _cell_system(Yu, wu, nu, Yw, A, b, k):
                 A[a, c] += wa * Yu[q, c]
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block):
     """Exact half-sweep: ``X[u] = A_u^{-1} b_u`` for every row, by Cholesky.
 
@@ -204,7 +206,7 @@ def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block):
     return failed.sum()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _whitening(G):
     """``(L, L^{-1})`` in float64 for the Cholesky factor ``L L^T = G`` (lower triangular);
     empty arrays when ``G`` is not numerically positive definite. O(k^3), once per sweep."""
@@ -250,7 +252,7 @@ def whitening(G, dtype):
 WHITEN_ROWS = 1024
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def whiten_rows(Y, LinvT, Yz, lo, hi):
     """``Yz[lo:hi] = Y[lo:hi] L^{-T}`` (rows ``L^{-1} y_i``, one BLAS product per
     ``WHITEN_ROWS`` rows)."""
@@ -353,7 +355,7 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz):
     return cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, 0, len(X))
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 def cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, row_lo, row_hi):
     """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` (``row_lo`` a multiple of ``block``,
     so the blocks, and with them every result, are those of one whole sweep) with the
@@ -450,7 +452,7 @@ def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz):
     return exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, 0, len(X))
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 def exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, row_lo, row_hi):
     """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep`, with the whitening done (see
     :func:`cg_rows`); returns the number of rows whose system was not numerically positive
@@ -504,7 +506,7 @@ def exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, row_lo, row
     return failed.sum()
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
 def observed_loss(indptr, indices, w, X, Y, block):
     """Per-row ``sum_i (1 + w_ui)(1 - s_ui)^2 - s_ui^2`` over observed cells (float64).
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_BATCH_WORK",
+    "MAX_BODY_BYTES",
     "MAX_CG_STEPS",
     "MAX_FACTORS",
     "MAX_HEARTBEAT",
@@ -27,6 +29,12 @@ __all__ = [
 MAX_N = 1000
 #: the most user ids one ``POST /recommendations/batch`` may ask for
 MAX_BATCH = 10_000
+#: the most work one service batch may ask for: ``len(user_ids) x n`` recommendations (the
+#: largest batch at the default n = 10, or 100 users at n = 1000), so that the worst accepted
+#: batch stays short enough for single-user requests answering meanwhile to stay fast
+MAX_BATCH_WORK = 100_000
+#: the largest request body the service reads by default (``serve --max-body-bytes``): 1 MiB
+MAX_BODY_BYTES = 1 << 20
 #: the longest list the library ranks (``recommend`` n, evaluation k); larger than the service's
 #: MAX_N because offline recall@k studies want long lists and the caller owns the machine
 MAX_TOP_N = 100_000

@@ -33,12 +33,12 @@ and returns strings.
 
 **Limits.** Every request over one is refused at once, before any scoring:
 
-- the request body: at most ``--max-body-bytes`` (default :data:`MAX_BODY_BYTES`, 2**20 =
+- the request body: at most ``--max-body-bytes`` (default :data:`~alsresearch.limits.MAX_BODY_BYTES`, 2**20 =
   1,048,576 bytes); a longer one is a 413 before it is parsed, by its Content-Length or, for a
   chunked body, as soon as the bytes received pass the limit (the rest is never read);
 - ``n`` in 1..1000 (:data:`~alsresearch.limits.MAX_N`); a batch of 1..10,000 user ids
   (:data:`~alsresearch.limits.MAX_BATCH`); a history of 1..10,000 item ids;
-- the work of one batch, ``len(user_ids) x n``, at most :data:`MAX_BATCH_WORK` (100,000: the
+- the work of one batch, ``len(user_ids) x n``, at most :data:`~alsresearch.limits.MAX_BATCH_WORK` (100,000: the
   largest batch at the default n = 10, or 100 users at n = 1000); more is a 422 naming the limit.
   Split larger jobs into several batches. The limit keeps the worst accepted batch short
   enough that single-user requests answering meanwhile stay fast (tests/test_serve_limits.py;
@@ -97,14 +97,10 @@ from alsresearch.base import Recommender, load_model
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions
 from alsresearch.errors import ModelFileError
-from alsresearch.limits import MAX_BATCH, MAX_N
+from alsresearch.limits import MAX_BATCH, MAX_BATCH_WORK, MAX_BODY_BYTES, MAX_N
 
 __all__ = [
     "DEFAULT_WATCH_INTERVAL",
-    "MAX_BATCH",
-    "MAX_BATCH_WORK",
-    "MAX_BODY_BYTES",
-    "MAX_N",
     "ModelWatcher",
     "RecommendationService",
     "create_app",
@@ -112,10 +108,6 @@ __all__ = [
 ]
 
 DEFAULT_N = 10
-#: the largest request body accepted by default (``--max-body-bytes``): 2**20 bytes
-MAX_BODY_BYTES = 1 << 20
-#: the most work one batch may ask for: ``len(user_ids) x n`` (see the module docstring)
-MAX_BATCH_WORK = 100_000
 #: seconds between two checks of the model files under ``--watch``
 DEFAULT_WATCH_INTERVAL = 2.0
 #: hex digits of the model file's sha256 that every answer carries as ``model_version``

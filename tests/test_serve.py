@@ -22,8 +22,8 @@ from alsresearch.als import ALSModel
 from alsresearch.artefact import artefact_paths
 from alsresearch.cli import build_parser, main
 from alsresearch.data import Interactions
+from alsresearch.limits import MAX_BATCH, MAX_N
 from alsresearch.promote import promote
-from alsresearch.serve import MAX_BATCH, MAX_N
 from tests.serve_helpers import Server, failed_start
 
 pytestmark = pytest.mark.serve

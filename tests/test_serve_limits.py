@@ -20,8 +20,8 @@ import scipy.sparse as sp
 
 from alsresearch.als import ALSModel
 from alsresearch.data import Interactions
+from alsresearch.limits import MAX_BATCH, MAX_BATCH_WORK, MAX_BODY_BYTES, MAX_N
 from alsresearch.promote import promote
-from alsresearch.serve import MAX_BATCH, MAX_BATCH_WORK, MAX_BODY_BYTES, MAX_N
 from tests.serve_helpers import Server
 
 pytestmark = pytest.mark.serve

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from alsresearch import paths
 from alsresearch.errors import ModelFileError
-from alsresearch.serve import DEFAULT_WATCH_INTERVAL, MAX_BODY_BYTES
+from alsresearch.limits import MAX_BODY_BYTES
+from alsresearch.serve import DEFAULT_WATCH_INTERVAL
 
 
 def add_command(subparsers) -> None:
