@@ -94,6 +94,33 @@ def test_ctrl_c_stops_train_without_a_model_file(tmp_path, events):
     assert list(out_dir.iterdir()) == []
 
 
+def test_ctrl_c_stops_evaluate_without_results(tmp_path, events):
+    # a small model trains in a second; evaluating it at k = 3000 over 50,000 users takes ~45 s
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"factors": 8, "iterations": 1, "random_state": 0}))
+    model = tmp_path / "m.npz"
+    home = tmp_path / "home"
+    trained = start("train", "--events", events, "--params", params, "--out", model, home=home)
+    assert trained.wait(timeout=120) == 0, trained.communicate()
+    out = tmp_path / "evaluation"
+    proc = start(
+        "evaluate",
+        "--events",
+        events,
+        "--model",
+        model,
+        "--k",
+        3000,
+        "--out",
+        out,
+        home=home,
+    )
+    stopped, _ = interrupt(proc, "evaluate", wait=10)
+    print(f"evaluate stopped {stopped:.2f} s after Ctrl-C")
+    assert not (out / "results.json").exists()
+    assert leftovers(tmp_path) == []
+
+
 def test_ctrl_c_stops_tune_leaving_a_readable_study(tmp_path, events):
     optuna = pytest.importorskip("optuna")
     space = tmp_path / "space.yaml"
