@@ -1,4 +1,5 @@
-"""Shared fixtures: a seeded rng, small random interactions, the shipped MovieLens data."""
+"""Shared fixtures: a seeded rng, small random interactions, the shipped MovieLens data, and the
+service tests' promoted MovieLens model with a real server and a client for it."""
 
 from __future__ import annotations
 
@@ -66,3 +67,31 @@ def shared_datasets():
     if found is None:
         pytest.skip("../shared/datasets is absent (it exists only on developers' machines)")
     return found
+
+
+@pytest.fixture(scope="session")
+def artefact(tmp_path_factory, movielens):
+    """A model promoted from MovieLens with SERVED_PARAMS (its files, card and result)."""
+    from alsresearch.promote import promote
+    from tests.serve_helpers import SERVED_PARAMS
+
+    result = promote(SERVED_PARAMS, movielens, models_dir=tmp_path_factory.mktemp("models"))
+    assert result.promoted, result.reason
+    return result
+
+
+@pytest.fixture(scope="session")
+def server(artefact):
+    """``alsresearch serve`` on that model: a real uvicorn process on loopback."""
+    from tests.serve_helpers import Server
+
+    with Server(artefact.model_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=60.0) as c:
+        yield c

@@ -15,6 +15,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 240.0  # seconds: a first start compiles numba kernels (slow on a loaded machine)
+#: the parameters of the MovieLens model the service tests promote and serve (conftest.artefact)
+SERVED_PARAMS = {"factors": 16, "iterations": 5, "alpha": 1.0}
 
 
 def free_port() -> int:

@@ -24,11 +24,10 @@ from alsresearch.cli import build_parser, main
 from alsresearch.data import Interactions
 from alsresearch.limits import MAX_BATCH, MAX_N
 from alsresearch.promote import promote
-from tests.serve_helpers import Server, failed_start
+from tests.serve_helpers import SERVED_PARAMS, Server, failed_start
 
 pytestmark = pytest.mark.serve
 
-GOOD = {"factors": 16, "iterations": 5, "alpha": 1.0}
 OTHER = {"factors": 8, "iterations": 4, "alpha": 2.0, "regularization": 0.1}
 UNKNOWN_USER = 987_654_321
 
@@ -44,25 +43,6 @@ def ratings() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def seen_by_user(ratings) -> dict[int, set[int]]:
     return ratings.groupby("userId")["movieId"].apply(set).to_dict()
-
-
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory, movielens):
-    result = promote(GOOD, movielens, models_dir=tmp_path_factory.mktemp("models"))
-    assert result.promoted, result.reason
-    return result
-
-
-@pytest.fixture(scope="module")
-def server(artefact):
-    with Server(artefact.model_path) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60.0) as c:
-        yield c
 
 
 def reference_top(model_path, user, seen: set, n: int):
@@ -103,7 +83,7 @@ def test_health_and_model_card(client, artefact, movielens):
     card = client.get("/model").json()
     live = card.pop("live")
     assert card == json.loads(artefact.card_path.read_text())
-    assert card["params"]["factors"] == GOOD["factors"]
+    assert card["params"]["factors"] == SERVED_PARAMS["factors"]
     assert live == {
         "model_file": str(artefact.model_path),
         "model_sha256": sha,
@@ -288,7 +268,7 @@ def test_loopback_is_the_default_bind_address():
 
 # ---------------------------------------------------------------------- life cycle
 def test_restart_after_a_new_promotion_serves_the_new_model(tmp_path, movielens, seen_by_user):
-    first = promote(GOOD, movielens, models_dir=tmp_path)
+    first = promote(SERVED_PARAMS, movielens, models_dir=tmp_path)
     with Server(first.model_path) as server:
         before = httpx.get(f"{server.url}/model").json()
         answer = httpx.get(f"{server.url}/recommendations/42").json()
@@ -298,7 +278,7 @@ def test_restart_after_a_new_promotion_serves_the_new_model(tmp_path, movielens,
     with Server(second.model_path) as server:
         after = httpx.get(f"{server.url}/model").json()
         answer = httpx.get(f"{server.url}/recommendations/42").json()
-    assert before["params"]["factors"] == GOOD["factors"]
+    assert before["params"]["factors"] == SERVED_PARAMS["factors"]
     assert after["params"]["factors"] == OTHER["factors"]
     assert after["created"] >= before["created"]
     assert_best_unseen(answer, second.model_path, seen_by_user[42], 10)

@@ -21,34 +21,13 @@ import scipy.sparse as sp
 from alsresearch.als import ALSModel
 from alsresearch.data import Interactions
 from alsresearch.limits import MAX_BATCH, MAX_BATCH_WORK, MAX_BODY_BYTES, MAX_N
-from alsresearch.promote import promote
 from tests.serve_helpers import Server
 
 pytestmark = pytest.mark.serve
 
-PARAMS = {"factors": 16, "iterations": 5, "alpha": 1.0}
 TWENTY_ONE_MB = 21 * 1024 * 1024
 #: the issue's bound on a single-user answer while the largest batches run
 SINGLE_BOUND = 0.5
-
-
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory, movielens):
-    result = promote(PARAMS, movielens, models_dir=tmp_path_factory.mktemp("models"))
-    assert result.promoted, result.reason
-    return result
-
-
-@pytest.fixture(scope="module")
-def server(artefact):
-    with Server(artefact.model_path) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60.0) as c:
-        yield c
 
 
 def raw_exchange(server, head: bytes, body_parts, timeout: float = 30.0) -> tuple[int, dict, bytes]:
