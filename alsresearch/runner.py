@@ -546,7 +546,7 @@ def run_experiment(
         outputs.setdefault(run.step, run.output_dir)
         status[run.step] = "failed" if status.get(run.step) == "failed" else run.status
     table = summary_table(experiment.runs, experiment.summary)
-    table.to_csv(out / SUMMARY_FILE)
+    files.atomic_write(out / SUMMARY_FILE, lambda fh: table.to_csv(fh))
     shown = table.drop(columns="error").T.map(_cell)  # one column per run: many metrics fit
     log(f"\nsummary ({out / SUMMARY_FILE}):\n{shown.to_string()}")
     return out, experiment.runs
