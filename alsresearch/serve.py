@@ -170,21 +170,22 @@ class RecommendationService:
 
         files = artefact_paths(model_path)
         if files.journal.exists():
-            raise ModelFileError(
+            raise _UnsettledFiles(
                 f"{files.journal}: a promotion of {files.model.name} was interrupted between "
                 "its renames; `alsresearch promote --recover` puts the previous files back"
             )
-        model = load_model(files.model)
-        name = files.model.name.removesuffix(".npz")
-        digest = file_digest(files.model)
+        # the files checked against the card before any is loaded: a half-copied set waits
+        digest = file_digest(files.model) if files.model.is_file() else ""
         card: dict[str, Any] = {}
-        if files.card.exists():
+        has_card = files.card.exists()
+        if has_card:
             card = _read_strict_card(files.card)
-            name = str(card.get("name", name))
-            problem = _card_mismatch(card, files, {files.model: digest})
+            problem = digest and _card_mismatch(card, files, digest)
             if problem:
-                raise ModelFileError(problem)
-        else:
+                raise _UnsettledFiles(problem)
+        model = load_model(files.model)  # a missing or unreadable file: its own error
+        name = str(card.get("name", files.model.name.removesuffix(".npz")))
+        if not has_card:
             card = {
                 "name": name,
                 "model_type": model.model_type,
@@ -199,7 +200,7 @@ class RecommendationService:
         live = {
             "model_file": str(files.model),
             "model_sha256": digest,
-            "card_file": str(files.card) if files.card.exists() else None,
+            "card_file": str(files.card) if has_card else None,
             "popularity_file": str(files.popularity) if files.popularity.exists() else None,
             "card_created": card.get("created"),
             "loaded_at": utc_now(),
@@ -309,9 +310,15 @@ def _read_strict_card(path: FilePath) -> dict[str, Any]:
     return card
 
 
-def _card_mismatch(card: dict[str, Any], files, known: dict[FilePath, str]) -> str | None:
+class _UnsettledFiles(ModelFileError):
+    """The files do not form one promoted set: a promotion's journal exists, or a file does
+    not match the sha256 its card records. Maybe half-way through a promotion or a copy, so the
+    watcher looks once more before refusing; at start-up it is an error like any other."""
+
+
+def _card_mismatch(card: dict[str, Any], files, model_digest: str) -> str | None:
     """Why the model and popularity files do not match the sha256s ``card`` records (None when
-    they do, or when the card records none); ``known`` holds digests already computed."""
+    they do, or when the card records none); ``model_digest`` is the model file's, computed."""
     from alsresearch.files import file_digest
 
     recorded = card.get("files")
@@ -319,7 +326,7 @@ def _card_mismatch(card: dict[str, Any], files, known: dict[FilePath, str]) -> s
         entry = recorded.get(path.name) if isinstance(recorded, dict) else None
         if not isinstance(entry, dict) or not path.exists():
             continue
-        digest = known.get(path) or file_digest(path)
+        digest = model_digest if path == files.model else file_digest(path)
         if entry.get("sha256") != digest:
             return (
                 f"{path}: does not match its model card {files.card.name} (sha256 differs): "
@@ -429,19 +436,6 @@ class ModelWatcher:
         sig = _signature(self.files)
         if not force and sig in (self._live_sig, self._refused):
             return "unchanged"
-        if self.files.journal.exists():
-            return self._wait(
-                sig,
-                f"{self.files.journal}: a promotion is renaming the files (or was killed doing "
-                "so: `alsresearch promote --recover` puts the previous files back)",
-            )
-        if self.files.card.exists():
-            try:
-                problem = _card_mismatch(_read_strict_card(self.files.card), self.files, {})
-            except (ModelFileError, OSError) as exc:
-                problem = str(exc)
-            if problem:
-                return self._wait(sig, problem)
         try:
             candidate = RecommendationService.load(self.files.model)
             old = self.live.service
@@ -456,6 +450,8 @@ class ModelWatcher:
                 candidate.self_test()
             else:
                 self._lane.submit(candidate.self_test).result()
+        except _UnsettledFiles as exc:  # a promotion renaming, or a copy half-way
+            return self._wait(sig, str(exc))
         except (ModelFileError, OSError, ValueError, FloatingPointError) as exc:
             if _signature(self.files) != sig:
                 return "waiting"  # changed while loading: look again next time
