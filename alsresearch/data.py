@@ -9,7 +9,7 @@ with item i". Each event adds its weight (1 by default, or a per-event-type weig
 view 1, click 2, purchase 5); duplicate (user, item) pairs sum. Cells whose weights sum to
 exactly zero carry no interaction and are not stored.
 
-Ids are kept exactly as written (:func:`ids_from_text` is the one rule for text):
+Ids are kept exactly as written (:func:`text_ids` is the one rule for text):
 
 - Text (a CSV/TSV file, a public reader's id field) is read as text. A column becomes int64
   only when *every* id round-trips through int64 unchanged: ``0`` or ``-?[1-9][0-9]*`` within
@@ -47,7 +47,7 @@ import scipy.sparse as sp
 
 from alsresearch.errors import UnknownIdError
 
-__all__ = ["Interactions", "coerce_interactions", "ids_from_text", "read_table", "text_ids"]
+__all__ = ["Interactions", "coerce_interactions", "read_table", "text_ids"]
 
 _SHOW_ROWS = 5
 
@@ -110,32 +110,20 @@ def _arrow_text(values) -> pa.Array | pa.ChunkedArray:
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         if pa.types.is_null(arr.type):
             return arr.cast(pa.string())
-        raise TypeError(f"ids_from_text needs text, got {arr.type}")
+        raise TypeError(f"text_ids needs text, got {arr.type}")
     return arr
 
 
-def ids_from_text(values: Iterable[str]) -> np.ndarray:
-    """The id rule for text: int64 when every id is canonical int64 text, else the exact strings.
+def text_ids(col: pd.Series) -> pd.Series:
+    """The id rule for text: an id column read as text becomes int64 when every non-null
+    value is canonical int64 text (nullable Int64 when some are null), else it stays the exact
+    text, as a ``str`` column.
 
     Canonical int64 text is ``0`` or ``-?[1-9][0-9]*`` within int64, i.e. what int64 prints
     back: ``"7"`` and ``"-5"`` qualify; ``"007"``, ``"+7"``, ``"-0"``, ``" 7"`` and
-    ``"18446744073709551615"`` do not, and one of them keeps the whole column as text (numpy
-    unicode), so ``"007"`` and ``"7"`` stay two ids. Missing values are an error here (the
-    readers report them as bad rows before calling this).
+    ``"18446744073709551615"`` do not, and one of them keeps the whole column as text, so
+    ``"007"`` and ``"7"`` stay two ids.
     """
-    text = _arrow_text(values)
-    if text.null_count:
-        raise ValueError(f"ids_from_text: {text.null_count} missing id(s)")
-    ints = _canonical_int64(text)
-    if ints is not None:
-        return ints
-    return np.asarray(text.to_numpy(zero_copy_only=False), dtype=str)
-
-
-def text_ids(col: pd.Series) -> pd.Series:
-    """An id column read as text, after :func:`ids_from_text`'s rule: int64 when every
-    non-null value is canonical int64 text (nullable Int64 when some are null), else the text
-    unchanged, as a ``str`` column."""
     ints = _canonical_int64(_arrow_text(col))
     if ints is None:
         return col.astype("str")
@@ -399,7 +387,7 @@ class Interactions:
         ``event_weights`` is None). Events on the same (user, item) sum.
 
         Ids and timestamps follow the module's rules (ids kept exactly as written; see
-        :func:`ids_from_text`, :func:`_parse_timestamps`).
+        :func:`text_ids`, :func:`_parse_timestamps`).
 
         Bad rows (null ids, non-numeric, negative, NaN or infinite weights, unknown event types,
         unparseable timestamps) raise a ValueError naming the column, how many rows are bad and

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from alsresearch import load_model
-from alsresearch.data import Interactions, ids_from_text
+from alsresearch.data import Interactions, text_ids
 from alsresearch.datasets import read_events, read_movielens, read_retailrocket
 from tests.serve_helpers import Server
 
@@ -54,8 +54,8 @@ def _users(data: Interactions) -> list:
     ],
 )
 def test_text_is_int64_only_when_every_id_round_trips(texts, expected, kind):
-    ids = ids_from_text(texts)
-    assert ids.dtype.kind == kind and ids.tolist() == expected
+    ids = text_ids(pd.Series(texts, dtype="str")).to_numpy()
+    assert ids.dtype.kind == {"i": "i", "U": "O"}[kind] and ids.tolist() == expected
 
 
 # ------------------------------------------------------------------------------ CSV files

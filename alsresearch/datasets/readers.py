@@ -40,7 +40,7 @@ __all__ = [
 
 #: Column kinds of :func:`_read_delimited`: "int", "float" and "count" (>= 0) must parse as
 #: finite numbers, "id" must be non-empty and is kept exactly as written (int64 only when every
-#: id of the file is canonical int64 text, see :func:`~alsresearch.data.ids_from_text`; else
+#: id of the file is canonical int64 text, see :func:`~alsresearch.data.text_ids`; else
 #: the exact strings, so "007" and "7" stay two ids), "intid" is an "id" that must be written
 #: as an integer (digits, optionally after "-": the formats whose ids are numbers), "str" must
 #: be non-empty, "str?" may be empty, "sep" must be empty (the gaps
