@@ -154,6 +154,26 @@ def counts(rng) -> sp.csr_matrix:
     return varied_counts(rng, n_users=90, n_items=60, k_max=25)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_a_fit_split_into_many_kernel_calls_equals_one_call_per_half_sweep(
+    rng, monkeypatch, solver
+):
+    """Ctrl-C is seen between kernel calls, so fit splits each half-sweep into calls of about
+    als._CHUNK_SECONDS on whole blocks of rows: the factors must be those of one call."""
+    import alsresearch.als as als
+
+    data = Interactions(varied_counts(rng, n_users=700, n_items=300, k_max=40))
+    fits = {}
+    for seconds in (1e9, 1e-12):  # one call per half-sweep; one block of rows per call
+        monkeypatch.setattr(als, "_CHUNK_SECONDS", seconds)
+        model = ALSModel(factors=8, iterations=3, solver=solver, random_state=0).fit(data)
+        fits[seconds] = (model.user_factors, model.item_factors, model.loss_history)
+    (u1, i1, loss1), (u2, i2, loss2) = fits.values()
+    assert data.n_users > 10 * als._BLOCK  # the small chunks really are many calls
+    assert np.array_equal(u1, u2) and np.array_equal(i1, i2)
+    assert loss1 == loss2
+
+
 @pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-5)])
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 @pytest.mark.parametrize("scaling", ["raw", "log"])
