@@ -54,20 +54,10 @@ MAX_HEARTBEAT = 3600
 _GIB = 2**30
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation now (psutil's ``available``, else
-    Linux's ``MemAvailable``), or None when neither can tell."""
-    try:
-        import psutil
-    except ImportError:
-        try:
-            with open("/proc/meminfo", encoding="ascii") as fh:
-                for line in fh:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation now (psutil's ``available``)."""
+    import psutil
+
     return int(psutil.virtual_memory().available)
 
 
@@ -91,11 +81,11 @@ def check_factor_memory(
 ) -> None:
     """Raise ValueError, naming ``factors`` and both sizes in GiB, when the factor matrices of
     an ``n_users x n_items`` fit would need more than the memory available now
-    (:func:`available_memory` unless ``available`` is given; no check when unknown)."""
+    (:func:`available_memory` unless ``available`` is given)."""
     need = factor_memory_bytes(n_users, n_items, factors, itemsize, threads)
     if available is None:
         available = available_memory()
-    if available is not None and need > available:
+    if need > available:
         raise ValueError(
             f"factors={factors} needs {need / _GIB:.2f} GiB for the factors of {n_users:,} "
             f"users and {n_items:,} items, but only {available / _GIB:.2f} GiB of memory is "

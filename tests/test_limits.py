@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -116,9 +117,13 @@ def test_fit_refuses_a_model_larger_than_memory_before_allocating(monkeypatch):
     assert not hasattr(model, "user_factors")
 
 
-def test_memory_is_not_checked_when_the_machine_cannot_tell(monkeypatch):
-    monkeypatch.setattr(limits, "available_memory", lambda: None)
-    limits.check_factor_memory(10**9, 10**9, 1024, 8)  # no figure to compare with: no refusal
+def test_available_memory_agrees_with_the_kernel(monkeypatch):
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.is_file():
+        pytest.skip("no /proc/meminfo to compare with (not Linux)")
+    line = next(ln for ln in meminfo.read_text().splitlines() if ln.startswith("MemAvailable:"))
+    kernel = int(line.split()[1]) * 1024
+    assert abs(limits.available_memory() - kernel) < max(0.1 * kernel, 256 * 2**20)
     monkeypatch.setattr(limits, "available_memory", lambda: 2**30)
     with pytest.raises(ValueError, match="GiB"):
         limits.check_factor_memory(10**9, 10**9, 1024, 8)
