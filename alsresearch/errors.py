@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ChecksumError",
     "ModelFileError",
+    "NoResultError",
     "NotFittedError",
     "SpecMismatchError",
     "UnknownIdError",
@@ -30,6 +31,11 @@ class UnknownIdError(KeyError):
 
 class ModelFileError(ValueError):
     """A model file that is missing, truncated, foreign or of another format version."""
+
+
+class NoResultError(RuntimeError):
+    """Work that produced no result: no test user left to evaluate, every tuning trial failed.
+    The command line reports it like a bad input: one line, exit code 1."""
 
 
 class NotFittedError(RuntimeError):

@@ -36,6 +36,7 @@ from alsresearch.base import validate_n
 from alsresearch.baselines import PopularityModel
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions, coerce_interactions
+from alsresearch.errors import NoResultError
 from alsresearch.metrics import (
     PER_USER_METRICS,
     coverage_at_k,
@@ -324,11 +325,11 @@ def check_trained_on(model, train: Interactions, what: str = "the model") -> Non
 
 
 def require_test_users(test: Interactions, what: str = "the test split") -> int:
-    """The number of users with at least one test cell; ValueError when there is none (no
+    """The number of users with at least one test cell; NoResultError when there is none (no
     figure could be measured: a command that got here has no result to give)."""
     n_users = int((np.diff(coerce_interactions(test).matrix.indptr) > 0).sum())
     if n_users == 0:
-        raise ValueError(
+        raise NoResultError(
             f"{what} leaves no test user (no user has a held-out cell): nothing to evaluate; "
             "use more data or a larger test fraction"
         )

@@ -19,6 +19,8 @@ import argparse
 import importlib
 import sys
 
+from alsresearch.errors import NoResultError
+
 __all__ = ["COMMANDS", "EXIT_INTERRUPTED", "build_parser", "main"]
 
 #: the exit code of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         command = f"alsresearch {args.command}"
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, NoResultError) as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

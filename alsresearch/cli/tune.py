@@ -16,7 +16,7 @@ from alsresearch.cli._options import (
     split_spec,
 )
 from alsresearch.limits import MAX_HEARTBEAT, MAX_TRIALS, MAX_WORKERS
-from alsresearch.tuning import GRACE_BEATS, SearchSpace, TuneFailedError, default_study_name, tune
+from alsresearch.tuning import GRACE_BEATS, SearchSpace, default_study_name, tune
 
 
 def add_command(subparsers) -> None:
@@ -71,24 +71,20 @@ def _tune(args) -> int:
     source, split = data_source(args), split_spec(args)
     data = source.load()
     name = args.study or default_study_name(data, args.seed)
-    try:
-        result = tune(
-            data,
-            split=split,
-            source=source,
-            n_trials=args.trials,
-            seed=args.seed,
-            out_dir=args.out or paths.runs_dir() / f"tune-{name}",
-            storage=args.storage,
-            study_name=name,
-            space=space,
-            workers=args.workers,
-            heartbeat=args.heartbeat,
-            quiet=args.quiet,
-        )
-    except TuneFailedError as exc:  # no result: one line, exit 1
-        print(f"alsresearch tune: error: {exc}", file=sys.stderr)
-        return 1
+    result = tune(
+        data,
+        split=split,
+        source=source,
+        n_trials=args.trials,
+        seed=args.seed,
+        out_dir=args.out or paths.runs_dir() / f"tune-{name}",
+        storage=args.storage,
+        study_name=name,
+        space=space,
+        workers=args.workers,
+        heartbeat=args.heartbeat,
+        quiet=args.quiet,
+    )
     if not result.beats_popularity:
         print(
             "warning: no ALS configuration beat popularity on validation; consider more trials "

@@ -40,7 +40,7 @@ import numpy as np
 from alsresearch import files, paths, provenance
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions
-from alsresearch.errors import SpecMismatchError
+from alsresearch.errors import NoResultError, SpecMismatchError
 from alsresearch.limits import MAX_HEARTBEAT, MAX_TRIALS, MAX_WORKERS
 from alsresearch.records import data_record
 from alsresearch.source import DataSource
@@ -66,7 +66,7 @@ _FINISHED = ("COMPLETE", "PRUNED")
 GRACE_BEATS = 6
 
 
-class TuneFailedError(RuntimeError):
+class TuneFailedError(NoResultError):
     """A sweep that produced no result: too many trials failed (every one, typically), or no
     trial completed. The command line reports it in one line and exits 1."""
 
