@@ -42,8 +42,8 @@ __all__ = [
 #: finite numbers, "id" must be non-empty and is kept exactly as written (int64 only when every
 #: id of the file is canonical int64 text, see :func:`~alsresearch.data.text_ids`; else
 #: the exact strings, so "007" and "7" stay two ids), "intid" is an "id" that must be written
-#: as an integer (digits, optionally after "-": the formats whose ids are numbers), "str" must
-#: be non-empty, "str?" may be empty, "sep" must be empty (the gaps
+#: as an integer (digits, optionally after "-": the formats whose ids are numbers), "str?" is
+#: any text, possibly empty (a field that is not used), "sep" must be empty (the gaps
 #: that reading a "::" file with sep=":" leaves between fields); a tuple of strings means one
 #: of them (an event type).
 _NUMERIC = {"int": np.int64, "float": np.float64, "count": np.float64}
@@ -173,7 +173,7 @@ def _read_delimited(
             wrong = ~col.isin(kind).to_numpy()
             expected = f"one of {', '.join(kind)}"
         else:
-            wrong = (col == "").to_numpy() if kind == "str" else np.zeros(len(col), bool)
+            wrong = np.zeros(len(col), bool)  # "str?": any text
             expected = "a value"
         flag(
             wrong, lambda row, e=expected, n=name, c=col: f"{n}: expected {e}, got {c.iloc[row]!r}"
