@@ -13,12 +13,13 @@ fit's solvers work in a basis where ``G`` is the identity (``G = L L^T``, once p
 :func:`cg_sweep` never builds ``A_u`` (O(k nnz_u) per step), and :func:`exact_sweep` solves a
 row with fewer cells than k through an nnz_u x nnz_u system.
 
-Every row is solved independently and in a fixed order of operations, so the result does not
-depend on the number of numba threads (BLAS, called inside the kernels for the k x k and
-mat-vec products, runs on one thread during fit). Rows are processed in blocks (``block``
-rows each) so scratch arrays are allocated once per block, not once per row. Every kernel
-releases the GIL (``nogil=True``): a fold-in scoring in one of the service's worker threads, or
-a fit, leaves the other Python threads running.
+Every kernel is serial over a range of rows (``row_lo..row_hi``, on block boundaries) and
+releases the GIL (``nogil=True``); :func:`alsresearch._jit.parallel_for` runs ranges on several
+threads (see there for why not numba's ``parallel=True``). Every row is solved independently
+and in a fixed order of operations, so the result does not depend on the number of threads or
+on how the rows are split (BLAS, called inside the kernels for the k x k and mat-vec products,
+runs on one thread during fit). Rows are processed in blocks (``block`` rows each) so scratch
+arrays are allocated once per block, not once per row.
 
 ``loss_part`` (optional, length 0 to skip) receives, per row, the observed-cell part of the
 objective with the *new* row: ``sum_i (1 + w_ui) (1 - s_ui)^2 - s_ui^2`` where
@@ -29,7 +30,10 @@ per-iteration loss nearly free (CG carries ``s`` through its steps: no extra pas
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+import scipy.linalg
+from numba import njit
+
+from alsresearch._jit import even_bounds, kernel_threads, parallel_for
 
 #: reassociation lets the k-long dot products vectorise; results stay deterministic because the
 #: order of operations is fixed at compile time and does not depend on threads.
@@ -171,8 +175,21 @@ def _cell_system(Yu, wu, nu, Yw, A, b, k):
                 A[a, c] += wa * Yu[q, c]
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
-def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block):
+def over_blocks(kernel, args, n_rows, block, units=None, threads=0) -> int:
+    """The sum of ``kernel(*args, lo, hi)`` over row ranges that cover ``range(n_rows)`` on
+    whole blocks of ``block`` rows, run by :func:`parallel_for`: ``units`` are boundaries in
+    blocks (default: about four ranges per thread, the same number of blocks each)."""
+    n_blocks = (n_rows + block - 1) // block
+    if units is None:
+        units = even_bounds(n_blocks, 4 * (threads or kernel_threads()))
+
+    def run(b0: int, b1: int) -> int:
+        return int(kernel(*args, b0 * block, min(n_rows, b1 * block)))
+
+    return sum(parallel_for(run, units, threads))
+
+
+def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block, threads=0):
     """Exact half-sweep: ``X[u] = A_u^{-1} b_u`` for every row, by Cholesky.
 
     ``Y_u^T W_u Y_u`` is one BLAS product on the row's gathered factors when the row has at
@@ -181,14 +198,21 @@ def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block):
     Returns the number of rows whose system was not numerically positive definite (their row
     of ``X`` is left unchanged); 0 in normal operation.
     """
-    n = len(indptr) - 1
+    args = (indptr, indices, w, Y, G, X, loss_part, block)
+    return over_blocks(cholesky_rows, args, len(X), block, threads=threads)
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def cholesky_rows(indptr, indices, w, Y, G, X, loss_part, block, row_lo, row_hi):
+    """The rows ``row_lo..row_hi - 1`` of :func:`cholesky_sweep` (``row_lo`` on a block
+    boundary); returns how many systems were not numerically positive definite."""
     k = Y.shape[1]
-    n_blocks = (n + block - 1) // block
-    failed = np.zeros(n_blocks, dtype=np.int64)
+    n_blocks = (row_hi - row_lo + block - 1) // block
+    failed = 0
     want_loss = len(loss_part) > 0
-    for blk in prange(n_blocks):
-        lo = blk * block
-        hi = min(n, lo + block)
+    for blk in range(n_blocks):
+        lo = row_lo + blk * block
+        hi = min(row_hi, lo + block)
         Yu, Yw, A, b = _system_scratch(indptr, lo, hi, Y)
         for u in range(lo, hi):
             p0 = indptr[u]
@@ -200,47 +224,25 @@ def cholesky_sweep(indptr, indices, w, Y, G, X, loss_part, block):
             if _cholesky_solve(A, b, k):
                 X[u] = b
             else:
-                failed[blk] += 1
+                failed += 1
             if want_loss:
                 loss_part[u] = _gathered_loss(Yu, w[p0 : p0 + nu], nu, X[u], k)
-    return failed.sum()
-
-
-@njit(cache=True, nogil=True)
-def _whitening(G):
-    """``(L, L^{-1})`` in float64 for the Cholesky factor ``L L^T = G`` (lower triangular);
-    empty arrays when ``G`` is not numerically positive definite. O(k^3), once per sweep."""
-    k = G.shape[0]
-    L = np.zeros((k, k))
-    for j in range(k):
-        s = np.float64(G[j, j])
-        for p in range(j):
-            s -= L[j, p] * L[j, p]
-        if not s > 0:
-            return np.empty((0, 0)), np.empty((0, 0))
-        L[j, j] = np.sqrt(s)
-        for i in range(j + 1, k):
-            s = np.float64(G[i, j])
-            for p in range(j):
-                s -= L[i, p] * L[j, p]
-            L[i, j] = s / L[j, j]
-    Linv = np.zeros((k, k))
-    for c in range(k):  # column c of L^{-1}: forward substitution on e_c
-        Linv[c, c] = 1 / L[c, c]
-        for i in range(c + 1, k):
-            s = 0.0
-            for p in range(c, i):
-                s -= L[i, p] * Linv[p, c]
-            Linv[i, c] = s / L[i, i]
-    return L, Linv
+    return failed
 
 
 def whitening(G, dtype):
     """``(L, L^{-1}, L^{-T})`` in ``dtype`` for the Cholesky factor ``L L^T = G``; None when
-    ``G`` is not numerically positive definite. O(k^3), once per half-sweep."""
-    L64, Linv64 = _whitening(G)
-    if L64.shape[0] != G.shape[0]:
+    ``G`` is not numerically positive definite. O(k^3) in float64 (LAPACK), once per
+    half-sweep."""
+    G = np.asarray(G, dtype=np.float64)
+    if not np.all(np.isfinite(G)):
         return None
+    try:
+        L64 = scipy.linalg.cholesky(G, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    eye = np.eye(len(G))
+    Linv64 = scipy.linalg.solve_triangular(L64, eye, lower=True, check_finite=False)
     return (
         L64.astype(dtype),
         Linv64.astype(dtype),
@@ -252,25 +254,28 @@ def whitening(G, dtype):
 WHITEN_ROWS = 1024
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def whiten_rows(Y, LinvT, Yz, lo, hi):
-    """``Yz[lo:hi] = Y[lo:hi] L^{-T}`` (rows ``L^{-1} y_i``, one BLAS product per
-    ``WHITEN_ROWS`` rows)."""
-    rows = WHITEN_ROWS
-    for blk in prange((hi - lo + rows - 1) // rows):
-        a = lo + blk * rows
-        b = min(hi, a + rows)
-        np.dot(Y[a:b], LinvT, Yz[a:b])
+def whiten_rows(Y, LinvT, Yz, threads=0) -> None:
+    """``Yz = Y L^{-T}`` (rows ``L^{-1} y_i``), one BLAS product per ``WHITEN_ROWS`` rows,
+    on :func:`parallel_for`'s threads (numpy releases the GIL in the product)."""
+    n = len(Y)
+
+    def run(b0: int, b1: int) -> None:
+        for a in range(b0 * WHITEN_ROWS, min(n, b1 * WHITEN_ROWS), WHITEN_ROWS):
+            b = min(n, a + WHITEN_ROWS)
+            np.dot(Y[a:b], LinvT, out=Yz[a:b])
+
+    n_chunks = (n + WHITEN_ROWS - 1) // WHITEN_ROWS
+    parallel_for(run, even_bounds(n_chunks, 4 * (threads or kernel_threads())), threads)
 
 
-def _whiten(G, Y, Yz):
+def _whiten(G, Y, Yz, threads):
     """:func:`whitening` of ``G`` and all of ``Yz = Y L^{-T}``; ``(L, L^{-1})``, or None
     (``Yz`` untouched) when ``G`` is not numerically positive definite."""
     factors = whitening(G, Y.dtype)
     if factors is None:
         return None
     L, Linv, LinvT = factors
-    whiten_rows(Y, LinvT, Yz, 0, len(Y))
+    whiten_rows(Y, LinvT, Yz, threads)
     return L, Linv
 
 
@@ -331,7 +336,7 @@ def _rows_axpy(Yu, t, out, tmp, k):
         q += 1
 
 
-def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz):
+def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz, threads=0):
     """Approximate half-sweep: ``steps`` conjugate-gradient steps per row on ``A_u x = b_u``,
     preconditioned by the shared part ``G``, warm-started from the current ``X[u]`` (updated
     in place). ``Yz`` is scratch shaped like ``Y``. Returns -1 (``X`` untouched) when ``G`` is
@@ -348,24 +353,24 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz):
     steps on them while they are in cache. ``s = Y_u z`` is carried through the steps
     (``s += step * Y_u d``), so the loss needs no extra pass over the cells.
     """
-    whitened = _whiten(G, Y, Yz)
+    whitened = _whiten(G, Y, Yz, threads)
     if whitened is None:
         return -1
     L, Linv = whitened
-    return cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, 0, len(X))
+    args = (indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block)
+    return over_blocks(cg_rows, args, len(X), block, threads=threads)
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, row_lo, row_hi):
     """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` (``row_lo`` a multiple of ``block``,
     so the blocks, and with them every result, are those of one whole sweep) with the
-    whitening done: ``Yz = Y L^{-T}`` and ``G = L L^T``, ``Linv = L^{-1}``. Returns 0.
-    The fit runs a half-sweep as a few calls of this, so Ctrl-C is seen between them."""
+    whitening done: ``Yz = Y L^{-T}`` and ``G = L L^T``, ``Linv = L^{-1}``. Returns 0."""
     k = Yz.shape[1]
     n_blocks = (row_hi - row_lo + block - 1) // block
     want_loss = len(loss_part) > 0
     tiny = 1e-20
-    for blk in prange(n_blocks):
+    for blk in range(n_blocks):
         lo = row_lo + blk * block
         hi = min(row_hi, lo + block)
         m = _max_row_length(indptr, lo, hi)
@@ -428,7 +433,7 @@ def cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, row_lo,
     return 0
 
 
-def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz):
+def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz, threads=0):
     """Exact half-sweep like :func:`cholesky_sweep`, in the whitened basis of :func:`cg_sweep`
     (``Yz`` is scratch shaped like ``Y``): row ``u`` solves
     ``(I + Z_u^T W_u Z_u) z = Z_u^T (1 + w_u)`` and ``x_u = L^{-T} z``.
@@ -445,23 +450,24 @@ def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz):
     rows whose system was not numerically positive definite (their row of ``X`` is left
     unchanged, up to rounding), or -1 (``X`` untouched) when ``G`` is not.
     """
-    whitened = _whiten(G, Y, Yz)
+    whitened = _whiten(G, Y, Yz, threads)
     if whitened is None:
         return -1
     L, Linv = whitened
-    return exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, 0, len(X))
+    args = (indptr, indices, w, Yz, L, Linv, X, loss_part, block)
+    return over_blocks(exact_rows, args, len(X), block, threads=threads)
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, row_lo, row_hi):
     """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep`, with the whitening done (see
     :func:`cg_rows`); returns the number of rows whose system was not numerically positive
     definite."""
     k = Yz.shape[1]
     n_blocks = (row_hi - row_lo + block - 1) // block
-    failed = np.zeros(n_blocks, dtype=np.int64)
+    failed = 0
     want_loss = len(loss_part) > 0
-    for blk in prange(n_blocks):
+    for blk in range(n_blocks):
         lo = row_lo + blk * block
         hi = min(row_hi, lo + block)
         Yu, Yw, A, b = _system_scratch(indptr, lo, hi, Yz)
@@ -499,26 +505,29 @@ def exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, row_lo, row
                     for a in range(k):
                         z[a] = b[a]
                 else:
-                    failed[blk] += 1
+                    failed += 1
             if want_loss:
                 loss_part[u] = _gathered_loss(Yu, wu, nu, z, k)
         np.dot(Zb, Linv, X[lo:hi])  # x = L^{-T} z, row-wise
-    return failed.sum()
+    return failed
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)
-def observed_loss(indptr, indices, w, X, Y, block):
+def observed_loss(indptr, indices, w, X, Y, block, threads=0) -> np.ndarray:
     """Per-row ``sum_i (1 + w_ui)(1 - s_ui)^2 - s_ui^2`` over observed cells (float64).
 
     With ``S = X Y^T`` the full objective is ``sum_all (p - s)^2 + sum_obs w (1 - s)^2 +
     lambda (|X|^2 + |Y|^2)``; the first sum is ``trace(X^T X Y^T Y) - sum_obs s^2 +
     sum_obs (1 - s)^2``, so only observed cells need visiting.
     """
-    n = len(indptr) - 1
-    k = Y.shape[1]
-    out = np.zeros(n, dtype=np.float64)
-    n_blocks = (n + block - 1) // block
-    for blk in prange(n_blocks):
-        for u in range(blk * block, min(n, (blk + 1) * block)):
-            out[u] = _row_loss(indptr, indices, w, Y, X[u], u, k)
+    out = np.zeros(len(indptr) - 1, dtype=np.float64)
+    over_blocks(observed_loss_rows, (indptr, indices, w, X, Y, out), len(out), block, None, threads)
     return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def observed_loss_rows(indptr, indices, w, X, Y, out, row_lo, row_hi):
+    """Rows ``row_lo..row_hi - 1`` of :func:`observed_loss`, into ``out``; returns 0."""
+    k = Y.shape[1]
+    for u in range(row_lo, row_hi):
+        out[u] = _row_loss(indptr, indices, w, Y, X[u], u, k)
+    return 0

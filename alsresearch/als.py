@@ -20,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  load the BLAS numba calls before threadpool_limits
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from alsresearch import _kernels, _quantized
+from alsresearch._jit import cost_bounds, kernel_threads
 from alsresearch.base import Recommender, validate_n
 from alsresearch.checks import check_choice, check_float, check_int
 from alsresearch.data import coerce_interactions
@@ -38,13 +38,13 @@ __all__ = ["ALSConfig", "ALSModel", "confidence_minus_one", "objective"]
 #: rows per scratch block in the kernels (small enough to balance power-law rows across threads)
 _BLOCK = 64
 
-#: seconds of work per kernel call: a half-sweep runs as a series of calls on consecutive row
-#: ranges, and Python raises KeyboardInterrupt (Ctrl-C) only between calls, so this bounds how
-#: long a fit takes to stop. The ranges are whole blocks, so the results are those of one call.
-_CHUNK_SECONDS = 0.25
-#: the first guess of kernel speed, in cost units (see ``_Side.cost``) per second and thread;
-#: measured and corrected after every call
-_RATE_GUESS = 2e8
+#: a half-sweep runs as kernel calls on ranges of whole blocks of near-equal estimated cost
+#: (``_Side.cost``), claimed by the threads as they free up (:func:`alsresearch._jit.
+#: parallel_for`): at least this many ranges per thread, so a few heavy rows do not leave a
+#: thread idle, and at most ``_UNIT_BLOCKS`` blocks a range on large data, so Ctrl-C (seen
+#: between calls) stops a fit within milliseconds. The results are those of one call.
+_UNITS_PER_THREAD = 8
+_UNIT_BLOCKS = 16
 
 #: ``topk_rows`` answers through the exact screen of :mod:`alsresearch._quantized` for top-n up
 #: to this n; a longer list ranks much of the catalogue, where the screen's candidate set grows
@@ -110,7 +110,8 @@ class ALSConfig:
     of operations, and BLAS is limited to one thread during fit. ``None`` draws a fresh seed."""
 
     num_threads: int = 0
-    """Numba threads for the kernels; 0 uses all (``numba.config.NUMBA_NUM_THREADS``)."""
+    """Threads for the kernels; 0 uses all (``NUMBA_NUM_THREADS``, see
+    :func:`alsresearch._jit.kernel_threads`)."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -263,7 +264,6 @@ class ALSModel(Recommender):
         )
         self.loss_history = []
         self._yty: np.ndarray | None = None
-        self._rate = _RATE_GUESS  # kernel speed (``_Side.cost`` units per second), see fit
         self._screen: _quantized.QuantizedItems | None = None
 
     def __repr__(self) -> str:
@@ -294,14 +294,12 @@ class ALSModel(Recommender):
         cfg = self.config
         dtype = self.dtype
         k = cfg.factors
-        threads = cfg.num_threads or numba.config.NUMBA_NUM_THREADS
-        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        threads = cfg.num_threads or kernel_threads()
         check_factor_memory(data.n_users, data.n_items, k, dtype.itemsize, threads)
         users = _Side(data.matrix, cfg.alpha, cfg.scaling, dtype)
         items = _Side(data.matrix.tocsc().T.tocsr(), cfg.alpha, cfg.scaling, dtype)
         steps = cfg.cg_steps if cfg.solver == "cg" else None
         costs = {id(users): users.cost(k, steps), id(items): items.cost(k, steps)}
-        self._rate = _RATE_GUESS * threads
         rng = np.random.default_rng(cfg.random_state)
         self.user_factors = rng.random((data.n_users, k), dtype=dtype) * dtype.type(0.01)
         self.item_factors = rng.random((data.n_items, k), dtype=dtype) * dtype.type(0.01)
@@ -316,36 +314,17 @@ class ALSModel(Recommender):
         yty = None
         start = time.perf_counter()
         for it in range(1, cfg.iterations + 1):
-            # numba's threads for the kernels, BLAS on one thread so the two do not
+            # the kernels run on `threads` threads and BLAS on one, so the two do not
             # oversubscribe the cores; the callback runs with the caller's settings
-            previous_threads = numba.get_num_threads()
-            try:
-                numba.set_num_threads(threads)
-                with threadpool_limits(limits=1, user_api="blas"):
-                    if yty is None:
-                        yty = _gram(self.item_factors)
-                    self._half_sweep(
-                        users,
-                        costs[id(users)],
-                        self.item_factors,
-                        yty,
-                        self.user_factors,
-                        None,
-                        whitened,
-                    )
-                    xtx = _gram(self.user_factors)
-                    self._half_sweep(
-                        items,
-                        costs[id(items)],
-                        self.user_factors,
-                        xtx,
-                        self.item_factors,
-                        item_loss,
-                        whitened,
-                    )
+            with threadpool_limits(limits=1, user_api="blas"):
+                if yty is None:
                     yty = _gram(self.item_factors)
-            finally:
-                numba.set_num_threads(previous_threads)
+                sweep = (users, costs[id(users)], self.item_factors, yty, self.user_factors)
+                self._half_sweep(*sweep, None, whitened, threads)
+                xtx = _gram(self.user_factors)
+                sweep = (items, costs[id(items)], self.user_factors, xtx, self.item_factors)
+                self._half_sweep(*sweep, item_loss, whitened, threads)
+                yty = _gram(self.item_factors)
             self._yty = yty
             self._screen = None  # the sweeps changed item_factors in place
             loss = _loss_from_parts(xtx, yty, item_loss.sum(), cfg.regularization)
@@ -369,15 +348,12 @@ class ALSModel(Recommender):
         out: np.ndarray,
         loss_part: np.ndarray | None,
         whitened: np.ndarray,
+        threads: int,
     ) -> None:
-        """Update every row of ``out`` with ``other`` fixed; ``loss_part`` (optional) receives
-        each row's observed-cell part of the loss; ``whitened`` is scratch for the whitened
-        ``other`` (see :func:`_kernels.cg_sweep`), at least as many rows as ``other``;
-        ``cost`` is ``side.cost(...)``.
-
-        The work runs as kernel calls of about ``_CHUNK_SECONDS`` each (on whole blocks of
-        rows, and of :data:`_kernels.WHITEN_ROWS` rows for the whitening, so the results equal
-        one call's), so Ctrl-C raises KeyboardInterrupt within about that long."""
+        """Update every row of ``out`` with ``other`` fixed, on ``threads`` threads;
+        ``loss_part`` (optional) receives each row's observed-cell part of the loss;
+        ``whitened`` is scratch for the whitened ``other`` (see :func:`_kernels.cg_sweep`), at
+        least as many rows as ``other``; ``cost`` is ``side.cost(...)``."""
         cfg = self.config
         G = _regularised(gram, cfg.regularization)
         loss_part = np.empty(0) if loss_part is None else loss_part
@@ -389,46 +365,18 @@ class ALSModel(Recommender):
             )
         L, Linv, LinvT = factors
         Yz = whitened[: len(other)]
-        k = cfg.factors
-        step = _kernels.WHITEN_ROWS * max(1, (1 << 27) // (k * k * _kernels.WHITEN_ROWS))
-        for lo in range(0, len(other), step):
-            _kernels.whiten_rows(other, LinvT, Yz, lo, min(len(other), lo + step))
-        n_rows = len(out)
+        _kernels.whiten_rows(other, LinvT, Yz, threads)
         n_blocks = len(cost) - 1
-        failed = 0
-        b = 0
-        while b < n_blocks:
-            budget = self._rate * _CHUNK_SECONDS
-            e = int(np.searchsorted(cost, cost[b] + budget, side="right")) - 1
-            e = min(n_blocks, max(e, b + 1))
-            lo, hi = b * _BLOCK, min(n_rows, e * _BLOCK)
-            t0 = time.perf_counter()
-            if cfg.solver == "cholesky":
-                failed += _kernels.exact_rows(
-                    side.indptr, side.indices, side.w, Yz, L, Linv, out, loss_part, _BLOCK, lo, hi
-                )
-            else:
-                _kernels.cg_rows(
-                    side.indptr,
-                    side.indices,
-                    side.w,
-                    Yz,
-                    L,
-                    Linv,
-                    out,
-                    loss_part,
-                    cfg.cg_steps,
-                    _BLOCK,
-                    lo,
-                    hi,
-                )
-            seconds = time.perf_counter() - t0
-            if seconds > 0.02:  # a measurable call: correct the speed, by at most 4x at once
-                rate = (cost[e] - cost[b]) / seconds
-                self._rate = min(4 * self._rate, max(self._rate / 4, rate))
-            elif e < n_blocks:
-                self._rate *= 2
-            b = e
+        units = max(_UNITS_PER_THREAD * threads, -(-n_blocks // _UNIT_BLOCKS))
+        if cfg.solver == "cholesky":
+            kernel = _kernels.exact_rows
+            args = (side.indptr, side.indices, side.w, Yz, L, Linv, out, loss_part, _BLOCK)
+        else:
+            kernel = _kernels.cg_rows
+            args = (side.indptr, side.indices, side.w, Yz, L, Linv, out, loss_part)
+            args += (cfg.cg_steps, _BLOCK)
+        bounds = cost_bounds(cost, units)
+        failed = _kernels.over_blocks(kernel, args, len(out), _BLOCK, bounds, threads)
         if failed:
             raise FloatingPointError(
                 f"{failed} per-row systems were not numerically positive definite; "
@@ -493,8 +441,8 @@ class ALSModel(Recommender):
             self._yty = _gram(self.item_factors)
         G = _regularised(self._yty, self.config.regularization)
         x = np.zeros((1, self.config.factors), dtype=self.dtype)
-        failed = _kernels.cholesky_sweep(
-            side.indptr, side.indices, side.w, self.item_factors, G, x, np.empty(0), _BLOCK
+        failed = _kernels.cholesky_rows(
+            side.indptr, side.indices, side.w, self.item_factors, G, x, np.empty(0), _BLOCK, 0, 1
         )
         if failed:
             raise FloatingPointError("the fold-in system is not numerically positive definite")

@@ -78,13 +78,9 @@ def thread_settings() -> dict:
     """Thread counts that change speed (and, for BLAS reductions, the last bits of results)."""
     info: dict = {"cpu_count": os.cpu_count()}
     info["env"] = {k: os.environ[k] for k in THREAD_VARS if k in os.environ}
-    try:
-        import numba
+    from alsresearch._jit import kernel_threads
 
-        info["numba_threads"] = numba.get_num_threads()
-        info["numba_threading_layer"] = numba.config.THREADING_LAYER
-    except ImportError:  # pragma: no cover - numba is a core dependency
-        pass
+    info["kernel_threads"] = kernel_threads()
     try:
         from threadpoolctl import threadpool_info
 

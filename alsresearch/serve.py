@@ -54,10 +54,9 @@ and history requests in a pool of two threads, batches in one thread of their ow
 queue behind each other). The numba kernels of the scoring path release the GIL and so does
 BLAS, and a batch answer is serialised to JSON user by user, so singles keep answering while the
 largest accepted batch runs. ``alsresearch serve`` runs each kernel on ``--threads`` threads
-(default 1, in every worker thread): on a busy machine multi-threaded kernels spend their time
-waiting for descheduled threads (benchmarks/bench_serve.py). Should numba fall back to its
-``workqueue`` threading layer (no TBB or OpenMP), which cannot run kernels from two threads at
-once, both lanes share one thread and a warning says so.
+(default 1, in every worker thread; :func:`alsresearch._jit.set_thread_limit`): on a busy
+machine multi-threaded kernels spend their time waiting for descheduled threads
+(benchmarks/bench_serve.py).
 
 **Model swaps.** ``alsresearch serve --watch`` checks the model file, its card and its
 popularity file every ``--watch-interval`` seconds (inode, size and modification time), and
@@ -93,6 +92,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 
+from alsresearch._jit import set_thread_limit
 from alsresearch.base import Recommender, load_model
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions
@@ -366,9 +366,7 @@ class ModelWatcher:
     seems half-way: look again next time), ``"refused"`` (logged once per set of files; the old
     model keeps serving) or ``"swapped"``. :meth:`start` runs checks in a daemon thread every
     ``interval`` seconds (None: only when :meth:`request` asks, as SIGHUP does). ``prepare``
-    runs first in that thread (kernel thread settings); ``lane``, when given, is where the
-    candidate's test recommendation runs (the scoring thread, when kernels may not run in two
-    threads at once).
+    runs first in that thread (kernel thread settings).
     """
 
     def __init__(
@@ -377,7 +375,6 @@ class ModelWatcher:
         model_path: str | FilePath,
         interval: float | None,
         prepare: Callable[[], None] | None = None,
-        lane: ThreadPoolExecutor | None = None,
     ) -> None:
         from alsresearch.artefact import artefact_paths
 
@@ -385,7 +382,6 @@ class ModelWatcher:
         self.files = artefact_paths(model_path)
         self.interval = interval
         self._prepare = prepare
-        self._lane = lane
         self._live_sig: tuple | None = None
         self._pending: tuple | None = None
         self._refused: tuple | None = None
@@ -446,10 +442,7 @@ class ModelWatcher:
                     f"{items}, the running service's are {' and '.join(old.id_kinds())}; "
                     "restart the service to serve it"
                 )
-            if self._lane is None:
-                candidate.self_test()
-            else:
-                self._lane.submit(candidate.self_test).result()
+            candidate.self_test()
         except _UnsettledFiles as exc:  # a promotion renaming, or a copy half-way
             return self._wait(sig, str(exc))
         except (ModelFileError, OSError, ValueError, FloatingPointError) as exc:
@@ -503,39 +496,13 @@ class _Lanes:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _set_kernel_threads(threads: int) -> None:
-    """Cap numba's threads for the calling thread (numba's setting is per thread); 0 leaves
-    the default."""
-    if threads > 0:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-
-
 def _start_lanes(threads: int) -> _Lanes:
     def init() -> None:
-        _set_kernel_threads(threads)
+        set_thread_limit(threads)
 
     batch = ThreadPoolExecutor(1, thread_name_prefix="score-batch", initializer=init)
-    if _threading_layer() == "workqueue":
-        log.warning(
-            "numba runs its workqueue threading layer, which cannot run kernels from two "
-            "threads at once: every request is scored in one thread (install tbb or an "
-            "OpenMP runtime for concurrent scoring)"
-        )
-        return _Lanes(batch, batch)
     single = ThreadPoolExecutor(_SINGLE_WORKERS, thread_name_prefix="score", initializer=init)
     return _Lanes(single, batch)
-
-
-def _threading_layer() -> str | None:
-    """numba's threading layer once a parallel kernel has run (None before, or without numba)."""
-    try:
-        import numba
-
-        return numba.threading_layer()
-    except (ImportError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------- request body limit
@@ -813,17 +780,16 @@ def create_app(
     }
 
     # warm up (numba kernels, BLAS, the screen) and prove the model answers before traffic
-    _set_kernel_threads(threads)
+    set_thread_limit(threads)
     first.self_test()
-    if len(first.model.user_ids) > 1:  # the parallel kernels too (and numba's threading layer)
+    if len(first.model.user_ids) > 1:  # the batch path too
         first.for_users(np.resize(first.model.user_ids, 64).tolist(), DEFAULT_N)
     lanes = _start_lanes(threads)
     watcher = ModelWatcher(
         live,
         model_path,
         watch_interval if watch else None,
-        prepare=lambda: _set_kernel_threads(threads),
-        lane=lanes.batch if lanes.single is lanes.batch else None,
+        prepare=lambda: set_thread_limit(threads),
     )
     watcher.mark_live(signature)
 

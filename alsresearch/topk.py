@@ -1,20 +1,20 @@
 """Top-k selection over blocks of scores, with each user's seen items excluded (numba).
 
 One kernel serves every model's ``recommend`` / ``recommend_batch`` and the evaluator: a
-bounded min-heap per row, O(n_items log k), parallel over rows (a single row runs without the
-thread pool). Ties go to the lower item index, so results are deterministic. Rows with fewer
+bounded min-heap per row, O(n_items log k), parallel over units of rows
+(:func:`alsresearch._jit.parallel_for`; a single row runs on the calling thread alone). Ties go to the lower item index, so results are deterministic. Rows with fewer
 than ``k`` candidates are padded with index -1 and score -inf.
 """
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from numba import njit
 
-__all__ = ["heap_sort", "offer", "topk", "without_threads"]
+from alsresearch._jit import parallel_for
+
+__all__ = ["heap_sort", "offer", "topk"]
 
 
 @njit(inline="always")
@@ -74,10 +74,11 @@ def heap_sort(hv, hi, size):
         _sift_down(hv, hi, 0, end)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
-    b, n = scores.shape
-    for r in prange(b):
+@njit(cache=True, nogil=True)
+def _topk_rows(scores, rows, indptr, indices, k, out_idx, out_val, row_lo, row_hi):
+    """Rows ``row_lo..row_hi - 1`` of :func:`topk`; returns 0."""
+    n = scores.shape[1]
+    for r in range(row_lo, row_hi):
         s = scores[r]
         u = rows[r]
         if u >= 0:
@@ -107,20 +108,11 @@ def _topk_block(scores, rows, indptr, indices, k, out_idx, out_val):
         for j in range(size, k):
             hv[j] = -np.inf
             hi[j] = -1
+    return 0
 
 
-def without_threads(kernel, name: str):
-    """``kernel`` compiled again without the thread pool, cached under its own ``name`` (numba
-    names cache files after the function, so a plain second njit would share the first's)."""
-    py = kernel.py_func
-    clone = types.FunctionType(py.__code__, py.__globals__, name)
-    clone.__qualname__ = name
-    return njit(cache=True, nogil=True)(clone)
-
-
-# One row (a single-user request) runs the same code without the thread pool: waking threads
-# for one row costs more than it saves, and much more when the machine is busy.
-_topk_row = without_threads(_topk_block, "_topk_row")
+#: rows of scores per unit of :func:`alsresearch._jit.parallel_for`
+_UNIT_ROWS = 64
 
 
 def topk(
@@ -165,6 +157,16 @@ def topk(
             raise ValueError(f"rows must have {b} entries, got {rows.shape}")
     out_idx = np.empty((b, k), dtype=np.int64)
     out_val = np.empty((b, k), dtype=scores.dtype)
-    kernel = _topk_row if b == 1 else _topk_block
-    kernel(scores, rows, indptr, indices, k, out_idx, out_val)
+    args = (scores, rows, indptr, indices, k, out_idx, out_val)
+    units = np.append(np.arange(0, b, _UNIT_ROWS), b)
+    parallel_for(lambda lo, hi: _topk_rows(*args, lo, hi), units)
     return out_idx, out_val
+
+
+def without_threads(kernel, name: str):  # TEMPORARY until _quantized stops importing it
+    import types
+
+    py = kernel.py_func
+    clone = types.FunctionType(py.__code__, py.__globals__, name)
+    clone.__qualname__ = name
+    return njit(cache=True, nogil=True)(clone)

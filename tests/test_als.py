@@ -30,9 +30,12 @@ def varied_counts(rng, n_users=70, n_items=45, k_max=None) -> sp.csr_matrix:
     return sp.csr_matrix((data, (rows, cols)), shape=(n_users, n_items))
 
 
-def kernel_half_sweep(solver, counts, Y, dtype, scaling="raw", steps=3, X0=None, alpha=ALPHA):
+def kernel_half_sweep(
+    solver, counts, Y, dtype, scaling="raw", steps=3, X0=None, alpha=ALPHA, threads=0
+):
     """One half-sweep of a kernel (``"cholesky"``: fold-in's, ``"exact"``: fit's exact solver,
-    ``"cg"``), with inputs built here (not by als.py) from the formulas."""
+    ``"cg"``) on ``threads`` threads, with inputs built here (not by als.py) from the
+    formulas."""
     m = sp.csr_matrix(counts)
     r = m.data.astype(np.float64)
     w = (alpha * (np.log1p(r) if scaling == "log" else r)).astype(dtype)
@@ -41,15 +44,17 @@ def kernel_half_sweep(solver, counts, Y, dtype, scaling="raw", steps=3, X0=None,
     X = np.zeros((m.shape[0], Y.shape[1]), dtype=dtype) if X0 is None else X0.astype(dtype)
     indptr, indices = m.indptr.astype(np.int64), m.indices.astype(np.int32)
     if solver == "cholesky":
-        assert _kernels.cholesky_sweep(indptr, indices, w, Y, G, X, np.empty(0), 16) == 0
+        failed = _kernels.cholesky_sweep(indptr, indices, w, Y, G, X, np.empty(0), 16, threads)
     elif solver == "exact":
         scratch = np.empty_like(Y)
-        assert _kernels.exact_sweep(indptr, indices, w, Y, G, X, np.empty(0), 16, scratch) == 0
-    else:
-        assert (
-            _kernels.cg_sweep(indptr, indices, w, Y, G, X, np.empty(0), steps, 16, np.empty_like(Y))
-            == 0
+        failed = _kernels.exact_sweep(
+            indptr, indices, w, Y, G, X, np.empty(0), 16, scratch, threads
         )
+    else:
+        failed = _kernels.cg_sweep(
+            indptr, indices, w, Y, G, X, np.empty(0), steps, 16, np.empty_like(Y), threads
+        )
+    assert failed == 0
     return X
 
 
@@ -127,25 +132,14 @@ def test_cg_reports_a_shared_part_that_is_not_positive_definite(rng):
 
 
 def test_kernels_do_not_depend_on_the_thread_count(rng):
-    import numba
-
     counts = varied_counts(rng, n_users=300)
     Y = rng.normal(scale=0.3, size=(counts.shape[1], 16))
     X0 = rng.random((counts.shape[0], 16))
-    solvers = ("cholesky", "exact", "cg")
-    results = {}
-    before = numba.get_num_threads()
-    try:
-        for threads in (1, numba.config.NUMBA_NUM_THREADS):
-            numba.set_num_threads(threads)
-            for solver in solvers:
-                results[solver, threads] = kernel_half_sweep(solver, counts, Y, np.float32, X0=X0)
-    finally:
-        numba.set_num_threads(before)
-    for solver in solvers:
-        np.testing.assert_array_equal(
-            results[solver, 1], results[solver, numba.config.NUMBA_NUM_THREADS]
+    for solver in ("cholesky", "exact", "cg"):
+        one, three = (
+            kernel_half_sweep(solver, counts, Y, np.float32, X0=X0, threads=t) for t in (1, 3)
         )
+        np.testing.assert_array_equal(one, three)
 
 
 # ---------------------------------------------------------------------- training
@@ -158,16 +152,20 @@ def counts(rng) -> sp.csr_matrix:
 def test_a_fit_split_into_many_kernel_calls_equals_one_call_per_half_sweep(
     rng, monkeypatch, solver
 ):
-    """Ctrl-C is seen between kernel calls, so fit splits each half-sweep into calls of about
-    als._CHUNK_SECONDS on whole blocks of rows: the factors must be those of one call."""
+    """fit splits each half-sweep into kernel calls on ranges of whole blocks of rows, run on
+    several threads (and Ctrl-C is seen between calls): the factors must be those of one call
+    on one thread."""
     import alsresearch.als as als
 
     data = Interactions(varied_counts(rng, n_users=700, n_items=300, k_max=40))
     fits = {}
-    for seconds in (1e9, 1e-12):  # one call per half-sweep; one block of rows per call
-        monkeypatch.setattr(als, "_CHUNK_SECONDS", seconds)
-        model = ALSModel(factors=8, iterations=3, solver=solver, random_state=0).fit(data)
-        fits[seconds] = (model.user_factors, model.item_factors, model.loss_history)
+    for units, threads in ((1, 1), (10**9, 2)):  # one call; one block of rows per call
+        monkeypatch.setattr(als, "_UNITS_PER_THREAD", units)
+        model = ALSModel(
+            factors=8, iterations=3, solver=solver, random_state=0, num_threads=threads
+        )
+        model.fit(data)
+        fits[units] = (model.user_factors, model.item_factors, model.loss_history)
     (u1, i1, loss1), (u2, i2, loss2) = fits.values()
     assert data.n_users > 10 * als._BLOCK  # the small chunks really are many calls
     assert np.array_equal(u1, u2) and np.array_equal(i1, i2)

@@ -28,7 +28,7 @@ def add_command(subparsers) -> None:
         "--threads",
         type=int,
         default=1,
-        help="BLAS and numba threads per scoring kernel (default 1: requests are small, and "
+        help="BLAS and kernel threads per scoring call (default 1: requests are small, and "
         "on a busy machine multi-threaded kernels wait for their threads). 0 keeps the "
         "libraries' defaults (all cores).",
     )
