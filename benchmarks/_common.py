@@ -11,7 +11,7 @@ import json
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = ["median", "peak_rss_mib", "report_and_exit", "rss_mib", "run_isolated"]
 
@@ -50,11 +50,24 @@ def report_and_exit(result: dict) -> None:
     sys.exit(0)
 
 
-def run_isolated(script: str, args: Sequence[str], timeout: float | None = None) -> dict:
+def run_isolated(
+    script: str,
+    args: Sequence[str],
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> dict:
     """Run ``python script *args`` in a fresh process and return the dict it reported with
-    :func:`report_and_exit`; raises RuntimeError with the worker's stderr if it failed."""
+    :func:`report_and_exit`; raises RuntimeError with the worker's stderr if it failed.
+
+    ``env`` (the whole environment) and ``cwd`` default to this process's."""
     proc = subprocess.run(
-        [sys.executable, script, *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
     )
     for line in proc.stdout.splitlines():
         if line.startswith(_RESULT_TAG):
