@@ -7,8 +7,9 @@ and still returns the exact answer:
 1. **Codes.** Item ``y_i`` is stored as 4-bit codes ``q_i = round(y_i / s_i)`` in -7..7 with a
    per-item scale ``s_i = max_j |y_ij| / 7``; a user ``x`` as int8 codes ``p = round(x / t)``
    with ``t = max_j |x_j| / 127`` and residual ``e = x - t p``. The integer dot product
-   ``p . q_i`` is exact (AVX-512 VNNI: 64 byte products per instruction, :mod:`._simd`), and
-   ``a_i = t s_i (p . q_i)`` estimates the score with
+   ``p . q_i`` is exact (AVX-512 VNNI: 64 byte products per instruction; AVX2: 32 per pair
+   of instructions; or portable code: :mod:`._simd`), and ``a_i = t s_i (p . q_i)`` estimates
+   the score with
 
        |x . y_i - a_i| = |x . (y_i - s_i q_i) + e . (s_i q_i)| <= ||x|| r_i + ||e|| m_i,
 
@@ -29,7 +30,9 @@ and still returns the exact answer:
    is answered by a float64 matrix product and the shared top-k kernel instead: same answer.
 
 The answer equals the exact float32 ranking except where two items' exact scores differ by
-float32 rounding (the float64 rescoring then orders them by their true values).
+float32 rounding (the float64 rescoring then orders them by their true values). It does not
+depend on the code path (:func:`screen_path`: the integer arithmetic is exact) nor on how the
+users are grouped into tiles and threads (each user's answer is its own).
 """
 
 from __future__ import annotations
@@ -39,25 +42,27 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from numba import njit
 
+from alsresearch._jit import even_bounds, kernel_threads, parallel_for
 from alsresearch._simd import (
-    HAS_VNNI,
-    PORTABLE,
-    VNNI,
+    PATHS,
     add,
     dot_nibbles,
+    mode_of,
+    screen_path,
+    supported_paths,
     times,
     upper_bound_mask,
     zeros,
 )
-from alsresearch.topk import heap_sort, offer, topk, without_threads
+from alsresearch.topk import heap_sort, offer, topk
 
-__all__ = ["QuantizedItems", "quantize", "screen_bounds", "topk_quantized"]
+__all__ = ["QuantizedItems", "quantize", "screen_bounds", "screen_path", "topk_quantized"]
 
 #: items per block: one 512-bit vector of int32 dot products
 BLOCK = 16
-#: users screened together (per thread) against each chunk of item codes
+#: users screened together against each chunk of item codes (a unit of threads: a few tiles)
 TILE_USERS = 32
 #: item blocks per chunk: 256 x 512 bytes of codes (k = 64) = 128 KiB, well inside L2
 CHUNK_BLOCKS = 256
@@ -380,14 +385,14 @@ def _screen_tile(
             out_val[r, j] = -np.inf
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _screen_rows(
     X, rows, exclude, indptr, indices, coarse, fine, loads, scale, coarse_slack32, resid, mnorm,
-    r32, m32, order, block_norm, factors, k, cap, mode, out_idx, out_val, over,
+    r32, m32, order, block_norm, factors, k, cap, mode, out_idx, out_val, over, tile_lo, tile_hi,
 ):  # fmt: skip
-    """:func:`_screen_tile` over tiles of ``TILE_USERS`` users, in parallel."""
-    n_tiles = -(-len(rows) // TILE_USERS)
-    for tile in prange(n_tiles):
+    """:func:`_screen_tile` over tiles ``tile_lo .. tile_hi - 1`` of ``TILE_USERS`` users (tile
+    ``j``: ``rows[j * TILE_USERS : (j + 1) * TILE_USERS]``), one after the other."""
+    for tile in range(tile_lo, tile_hi):
         lo = tile * TILE_USERS
         hi = min(lo + TILE_USERS, len(rows))
         _screen_tile(
@@ -395,10 +400,6 @@ def _screen_rows(
             resid, mnorm, r32, m32, order, block_norm, factors, k, cap, mode, out_idx[lo:hi],
             out_val[lo:hi], over[lo:hi],
         )  # fmt: skip
-
-
-# A request for one tile of users runs the same code without waking the thread pool.
-_screen_rows_serial = without_threads(_screen_rows, "_screen_rows_serial")
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
@@ -422,15 +423,30 @@ def _all_estimates(x, coarse, fine, loads, scale, mode, out_coarse, out_fine):
             out_fine[pos + lane] = np.float64(t) * np.float64(scale[pos + lane]) * dots[lane]
 
 
-def screen_bounds(index: QuantizedItems, x: np.ndarray, vnni: bool = HAS_VNNI) -> dict:
+def _mode(path: str | None):
+    """The kernels' ``mode`` argument for ``path`` (None: :func:`screen_path`), which the
+    compile target must run: the x86 intrinsics of a path it lacks would abort the process."""
+    if path is None:
+        return mode_of(screen_path())
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
+    if path not in supported_paths():
+        raise RuntimeError(
+            f"the screen path {path!r} needs an instruction set numba's compile target lacks "
+            f"(it runs {', '.join(supported_paths())})"
+        )
+    return mode_of(path)
+
+
+def screen_bounds(index: QuantizedItems, x: np.ndarray, path: str | None = None) -> dict:
     """The screen's estimates and slacks for one user vector ``x`` and every item (float64),
     for tests and diagnostics: ``coarse`` / ``coarse_slack`` (the coarse plane's ``a^c_i`` and
     ``||x|| w_i``) and ``fine`` / ``fine_slack``; each estimate is within its slack of
-    ``x . y_i``."""
+    ``x . y_i``. ``path``: the code path (see :func:`topk_quantized`)."""
     x = np.ascontiguousarray(x)
     n = len(index.factors)
     coarse, fine = np.empty(len(index.scale)), np.empty(len(index.scale))
-    mode = VNNI if vnni else PORTABLE
+    mode = _mode(path)
     _all_estimates(x, index.coarse, index.fine, index.loads, index.scale, mode, coarse, fine)
     xq = np.empty(2 * index.loads, dtype=np.int32)
     _, _, nx, ne = _quantize_user(x, xq)
@@ -451,12 +467,14 @@ def topk_quantized(
     rows: np.ndarray,
     k: int,
     seen: sp.csr_matrix | None = None,
-    vnni: bool = HAS_VNNI,
+    path: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` items of users ``rows`` (rows of ``user_factors``), best first, with
     row ``rows[r]`` of ``seen`` excluded when ``seen`` is given; ``(idx, scores)`` of shape
     ``(len(rows), k)``, -1 / -inf padding. One tile of users runs on the calling thread, more
-    in parallel. ``vnni=False`` runs the portable code (the same arithmetic)."""
+    in parallel (units of a few tiles on :func:`alsresearch._jit.parallel_for`'s threads).
+    ``path``: ``"vnni"``, ``"avx2"`` or ``"portable"`` (the same integer arithmetic, so the
+    same answer), None for :func:`screen_path`."""
     factors = index.factors
     n_items = len(factors)
     rows = np.asarray(rows, dtype=np.int64)
@@ -477,19 +495,28 @@ def topk_quantized(
         if not seen.has_sorted_indices:
             seen = seen.sorted_indices()
         indptr, indices, exclude = seen.indptr, seen.indices, True
-    if vnni and not HAS_VNNI:
-        raise RuntimeError("this CPU has no AVX-512 VNNI: call with vnni=False")
+    mode = _mode(path)
     out_idx = np.empty((len(rows), k), dtype=np.int64)
     out_val = np.empty((len(rows), k), dtype=np.float32)
     over = np.zeros(len(rows), dtype=np.bool_)
-    if len(rows):
-        kernel = _screen_rows_serial if len(rows) <= TILE_USERS else _screen_rows
-        kernel(
-            X, rows, exclude, indptr, indices, index.coarse, index.fine, index.loads, index.scale,
-            index.coarse_slack32, index.resid, index.mnorm, index.resid32, index.mnorm32,
-            index.order, index.block_norm, factors, k, 2 * k + 512,  # candidate buffer
-            VNNI if vnni else PORTABLE, out_idx, out_val, over,
-        )  # fmt: skip
+    n_tiles = -(-len(rows) // TILE_USERS)
+    if n_tiles:
+
+        def screen(tile_lo: int, tile_hi: int) -> None:
+            _screen_rows(
+                X, rows, exclude, indptr, indices, index.coarse, index.fine, index.loads,
+                index.scale, index.coarse_slack32, index.resid, index.mnorm, index.resid32,
+                index.mnorm32, index.order, index.block_norm, factors, k,
+                2 * k + 512,  # candidate buffer
+                mode, out_idx, out_val, over, tile_lo, tile_hi,
+            )  # fmt: skip
+
+        if n_tiles == 1:
+            screen(0, 1)  # on the calling thread, without parallel_for's ~8 us of set-up
+        else:
+            # a few tiles a unit, so threads that finish early take more units (users' costs
+            # differ several-fold)
+            parallel_for(screen, even_bounds(n_tiles, min(n_tiles, 4 * kernel_threads())))
     if over.any():  # the screen could not separate these users' scores: score every item
         hard = rows[over]
         scores = X[hard].astype(np.float64) @ factors.T.astype(np.float64)

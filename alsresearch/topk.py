@@ -162,11 +162,3 @@ def topk(
     parallel_for(lambda lo, hi: _topk_rows(*args, lo, hi), units)
     return out_idx, out_val
 
-
-def without_threads(kernel, name: str):  # TEMPORARY until _quantized stops importing it
-    import types
-
-    py = kernel.py_func
-    clone = types.FunctionType(py.__code__, py.__globals__, name)
-    clone.__qualname__ = name
-    return njit(cache=True, nogil=True)(clone)

@@ -19,8 +19,20 @@ same factors go into implicit's CPU ``AlternatingLeastSquares``:
     .venv/bin/python benchmarks/bench_serve.py
     .venv/bin/python benchmarks/bench_serve.py --factors-from random
     .venv/bin/python benchmarks/bench_serve.py --items 20000 --users 20000 --nnz 400000 --repeats 2
+    .venv/bin/python benchmarks/bench_serve.py --screen all --skip-http
 
-The machine is shared: timings are noisy; the tables quote medians of several runs.
+The screen's code path (:func:`alsresearch._simd.screen_path`: AVX-512 VNNI, AVX2 or portable)
+is printed in the header and with every table. By default it is the best the CPU runs, or the
+one ``ALSRESEARCH_SCREEN`` names. ``--screen vnni,avx2,portable`` (or ``all``) builds the model
+once and measures each path in a worker process of its own (the in-process tables only; HTTP,
+unless skipped, runs afterwards in this process on the default path), with
+``ALSRESEARCH_SCREEN`` set; the ``avx2`` worker also compiles for an AVX2-only CPU
+(``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=``, so numba emits no AVX-512 instruction, and
+``OPENBLAS_CORETYPE=Haswell`` for the BLAS of the gemm path and implicit), so an AVX-512
+machine measures what an AVX2-only one would run.
+
+The machine is shared: timings are noisy; the tables quote medians of several runs, with the
+load average when each starts.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import argparse
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +54,8 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serve_helpers
 
+from alsresearch import _simd
+from alsresearch._jit import set_thread_limit
 from alsresearch.als import ALSModel
 from alsresearch.artefact import artefact_paths
 from alsresearch.base import Recommender
@@ -114,6 +129,19 @@ class PlainALS:
 
 
 WHO = ("ours", "plain", "implicit")
+
+#: environment of a worker measuring each screen path: AVX2 as an AVX2-only CPU would run it
+PATH_ENV = {
+    "vnni": {},
+    "avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "OPENBLAS_CORETYPE": "Haswell"},
+    "portable": {},
+}
+
+
+def screen_label() -> str:
+    """The screen path this process runs, and the CPU numba compiles for."""
+    name = {"vnni": "AVX-512 VNNI", "avx2": "AVX2", "portable": "portable"}[_simd.screen_path()]
+    return f"{name} (numba target {_simd.target_cpu()[0]})"
 
 
 def in_process(model, data, users: np.ndarray, repeats: int, batch: int, threads: int) -> dict:
@@ -256,33 +284,104 @@ def main() -> None:
     parser.add_argument("--http-batch", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--screen",
+        help="screen paths to measure, each in a worker process: a comma-separated list of "
+        f"{', '.join(_simd.PATHS)}, or 'all' (default: this process's path only)",
+    )
+    parser.add_argument("--worker-model", type=Path, help=argparse.SUPPRESS)  # in_worker's
     args = parser.parse_args()
+    paths = []
+    if args.screen:
+        paths = list(_simd.PATHS) if args.screen == "all" else args.screen.split(",")
+        unknown = sorted(set(paths) - set(_simd.PATHS))
+        if unknown:
+            parser.error(f"--screen: unknown paths {unknown}, expected {', '.join(_simd.PATHS)}")
 
-    if args.factors_from == "trained":
-        args.users = args.users or 100_000
+    args.users = args.users or (100_000 if args.factors_from == "trained" else 10_000)
+    if args.worker_model:
+        model = ALSModel.load(args.worker_model)
+        data = Interactions(model.seen, model.user_ids, model.item_ids)
+    elif args.factors_from == "trained":
         model, data = trained(args.users, args.items, args.nnz, args.factors, args.seed)
     else:
-        args.users = args.users or 10_000
         model, data = build(args.users, args.items, args.factors, args.seed)
     users = np.random.default_rng(args.seed + 1).integers(args.users, size=args.single_users)
+    if args.worker_model:
+        tables(model, data, users, args)
+        return
     load = os.getloadavg()[0]
     print(
         f"model: {args.users} users x {args.items} items, {args.factors} {args.factors_from} "
         f"factors, {data.nnz} seen cells; {os.cpu_count()} CPUs, load average {load:.1f} at start"
     )
+    runs = ", ".join(_simd.supported_paths())
+    print(f"screen path: {screen_label()}; the paths numba's target runs: {runs}")
+    if paths:
+        print(f"measured: {', '.join(paths)}, each in a worker process")
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = model.save(Path(tmp) / "bench.npz")
+            for path in paths:
+                in_worker(path, saved, args)
+    else:
+        tables(model, data, users, args)
+    print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+    if args.skip_http:
+        return
+    http = over_http(model, data, args)
+    print(
+        f"\nover HTTP on loopback, {args.clients} concurrent clients, screen path "
+        f"{screen_label()} (median of {args.repeats} runs; clients share the machine with the "
+        "server)"
+    )
+    print(f"{'':22}{'p50 (ms)':>10}{'p99 (ms)':>10}{'req/s':>9}{'users/s':>10}{'requests':>10}")
+    for name, r in http.items():
+        per = args.http_batch if name.startswith("batch") else 1
+        print(
+            f"{name:22}{r['p50_ms']:10.2f}{r['p99_ms']:10.2f}{r['rps']:9.0f}"
+            f"{r['rps'] * per:10.0f}{r['requests']:10d}"
+        )
+
+
+def in_worker(path: str, saved: Path, args) -> None:
+    """The in-process tables for screen path ``path`` (the model read from ``saved``), in a
+    worker process with ``ALSRESEARCH_SCREEN=path`` and the environment of :data:`PATH_ENV`."""
+    env = {**os.environ, **PATH_ENV[path], _simd.ENV: path}
+    settings = " ".join(f"{k}={v}" for k, v in {_simd.ENV: path, **PATH_ENV[path]}.items())
+    print(f"\n=== screen path {path}, in a worker process: {settings}", flush=True)
+    options = {
+        "--factors-from": args.factors_from,
+        "--users": args.users,
+        "--single-users": args.single_users,
+        "--batch": args.batch,
+        "--repeats": args.repeats,
+        "--seed": args.seed,
+        "--worker-model": saved,
+    }
+    command = [sys.executable, __file__, *(str(x) for kv in options.items() for x in kv)]
+    subprocess.run(command, env=env, check=True)
+
+
+def tables(model, data, users: np.ndarray, args) -> None:
+    """The in-process tables: all kernel threads, then one (as `alsresearch serve` runs)."""
     import numba
     from threadpoolctl import threadpool_limits
 
     all_cores = numba.get_num_threads()
     for threads, label in ((0, f"all ({all_cores})"), (1, "1, as `alsresearch serve` runs")):
         numba.set_num_threads(threads or all_cores)
+        set_thread_limit(threads)
+        load = os.getloadavg()
         with threadpool_limits(limits=threads or None, user_api="blas"):
             res = in_process(model, data, users, args.repeats, args.batch, threads)
         numba.set_num_threads(all_cores)
+        set_thread_limit(0)
         ours, plain, theirs = res["ours"], res["plain"], res["implicit"]
         print(
-            f"\nin process, exact top-10, seen items excluded; BLAS and kernel threads: {label} "
-            f"(median of {args.repeats} runs)"
+            f"\nin process, exact top-10, seen items excluded; BLAS and kernel threads: {label}; "
+            f"screen path {screen_label()} (median of {args.repeats} runs; load average "
+            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start)"
         )
         print(f"{'':28}{'ALSModel':>10}{'gemm path':>11}{'implicit':>10}{'ALSModel/implicit':>19}")
         for key, name in (
@@ -298,22 +397,6 @@ def main() -> None:
         print(
             f"screen: same top-10 items as the gemm path for "
             f"{100 * res['screen_agree']:.1f}% of {res['measured']} measured users"
-        )
-    print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-
-    if args.skip_http:
-        return
-    http = over_http(model, data, args)
-    print(
-        f"\nover HTTP on loopback, {args.clients} concurrent clients "
-        f"(median of {args.repeats} runs; clients share the machine with the server)"
-    )
-    print(f"{'':22}{'p50 (ms)':>10}{'p99 (ms)':>10}{'req/s':>9}{'users/s':>10}{'requests':>10}")
-    for name, r in http.items():
-        per = args.http_batch if name.startswith("batch") else 1
-        print(
-            f"{name:22}{r['p50_ms']:10.2f}{r['p99_ms']:10.2f}{r['rps']:9.0f}"
-            f"{r['rps'] * per:10.0f}{r['requests']:10d}"
         )
 
 

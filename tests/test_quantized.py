@@ -1,7 +1,8 @@
 """The screened exact top-k (alsresearch._quantized) and ALSModel.topk_rows, against a float64
 NumPy ranking computed here from the factors (scores X @ Y.T, seen items excluded, ties to the
-lower item index). Every kernel test runs the portable code and, where the CPU has it, the
-AVX-512 VNNI code."""
+lower item index). Every kernel test runs each code path the compile target runs (AVX-512
+VNNI, AVX2, portable; the others are skipped with the reason). The paths' bit-identity and
+their selection are tested in tests/test_simd_paths.py."""
 
 from __future__ import annotations
 
@@ -9,14 +10,23 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from alsresearch._jit import set_thread_limit
 from alsresearch._quantized import TILE_USERS, quantize, screen_bounds, topk_quantized
-from alsresearch._simd import HAS_VNNI
+from alsresearch._simd import PATHS, supported_paths
 from alsresearch.als import ALSModel
 from alsresearch.base import Recommender
 from alsresearch.datasets import load_default
 
 REL = 1e-5  # two items may swap only when their float64 scores are this close (relative)
-MODES = [False, pytest.param(True, marks=pytest.mark.skipif(not HAS_VNNI, reason="no VNNI"))]
+MODES = [
+    pytest.param(
+        path,
+        marks=pytest.mark.skipif(
+            path not in supported_paths(), reason=f"numba's target CPU cannot run the {path} path"
+        ),
+    )
+    for path in PATHS
+]
 
 
 def reference(X, Y, rows, k, seen=None):
@@ -77,51 +87,59 @@ def seen(rng, factors):
     return sp.csr_matrix(m)
 
 
-@pytest.mark.parametrize("vnni", MODES)
+@pytest.mark.parametrize("path", MODES)
 @pytest.mark.parametrize("k", [1, 10, 137])
 @pytest.mark.parametrize("exclude", [True, False])
-def test_topk_matches_float64_ranking(factors, seen, k, exclude, vnni):
+def test_topk_matches_float64_ranking(factors, seen, k, exclude, path):
     X, Y = factors
     rows = np.arange(len(X))
     mask = seen if exclude else None
-    idx, val = topk_quantized(quantize(Y), X, rows, k, mask, vnni=vnni)
+    idx, val = topk_quantized(quantize(Y), X, rows, k, mask, path=path)
     assert_matches(idx, val, X, Y, rows, k, mask)
 
 
-@pytest.mark.parametrize("vnni", MODES)
-def test_many_tiles_in_parallel_and_shuffled_items(rng, vnni):
+@pytest.mark.parametrize("path", MODES)
+def test_many_tiles_in_parallel_and_shuffled_items(rng, path):
     # more users than one tile (the parallel path); factor count not a multiple of 8
     X = rng.standard_normal((3 * TILE_USERS + 5, 37))
     Y = rng.standard_normal((2500, 37)) * rng.lognormal(0.0, 0.7, size=(2500, 1))
     seen = sp.random(len(X), len(Y), density=0.02, random_state=rng, format="csr")
     seen.indices = seen.indices.copy()
     rows = rng.integers(0, len(X), size=200)
-    idx, val = topk_quantized(quantize(Y), X, rows, 25, seen, vnni=vnni)
+    idx, val = topk_quantized(quantize(Y), X, rows, 25, seen, path=path)
     assert_matches(idx, val, X, Y, rows, 25, seen)
 
 
-@pytest.mark.skipif(not HAS_VNNI, reason="this CPU has no AVX-512 VNNI")
-def test_vnni_and_portable_code_agree_exactly(factors, seen):
-    X, Y = factors
+def test_users_answered_alike_however_the_tiles_are_grouped(rng):
+    # several tiles, run as units on threads or one after the other, or one user at a time:
+    # each user's answer is its own
+    X = rng.standard_normal((5 * TILE_USERS + 3, 16)).astype(np.float32)
+    Y = rng.standard_normal((1500, 16)).astype(np.float32)
+    seen = sp.random(len(X), len(Y), density=0.02, random_state=rng, format="csr")
     index = quantize(Y)
-    rows = np.arange(len(X))
-    a = topk_quantized(index, X, rows, 10, seen, vnni=True)
-    b = topk_quantized(index, X, rows, 10, seen, vnni=False)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-    for u in (1, 2):
-        one, other = screen_bounds(index, X[u], vnni=True), screen_bounds(index, X[u], vnni=False)
-        for key in one:
-            np.testing.assert_array_equal(one[key], other[key])
+    rows = np.arange(len(X))[::-1].copy()
+    threaded = topk_quantized(index, X, rows, 10, seen)
+    set_thread_limit(1)
+    try:
+        serial = topk_quantized(index, X, rows, 10, seen)
+    finally:
+        set_thread_limit(0)
+    np.testing.assert_array_equal(threaded[0], serial[0])
+    np.testing.assert_array_equal(threaded[1], serial[1])
+    for r in range(0, len(rows), 7):
+        one = topk_quantized(index, X, [rows[r]], 10, seen)
+        np.testing.assert_array_equal(threaded[0][r], one[0][0])
+        np.testing.assert_array_equal(threaded[1][r], one[1][0])
+    assert_matches(*threaded, X, Y, rows, 10, seen)
 
 
-@pytest.mark.parametrize("vnni", MODES)
-def test_ties_go_to_the_lower_index(factors, seen, vnni):
+@pytest.mark.parametrize("path", MODES)
+def test_ties_go_to_the_lower_index(factors, seen, path):
     X, Y = factors
-    idx, _ = topk_quantized(quantize(Y), X, [0], 12, seen, vnni=vnni)
+    idx, _ = topk_quantized(quantize(Y), X, [0], 12, seen, path=path)
     # user 0 points at item 2000 and its copies 100..109 (104 is seen): lowest index first
     assert idx[0][:10].tolist() == [100, 101, 102, 103, 105, 106, 107, 108, 109, 2000]
-    idx, val = topk_quantized(quantize(Y), X, [5], 4, seen, vnni=vnni)  # zero user: all 0
+    idx, val = topk_quantized(quantize(Y), X, [5], 4, seen, path=path)  # zero user: all 0
     unseen = np.flatnonzero(seen[5].toarray()[0] == 0)
     assert idx[0].tolist() == unseen[:4].tolist()
     assert np.all(val[0] == 0)
@@ -154,18 +172,18 @@ def test_batch_equals_singles(factors, seen):
         np.testing.assert_array_equal(batch[1][r], one[1][0])
 
 
-@pytest.mark.parametrize("vnni", MODES)
-def test_screen_bounds_hold_for_every_item(factors, vnni):
+@pytest.mark.parametrize("path", MODES)
+def test_screen_bounds_hold_for_every_item(factors, path):
     X, Y = factors
     index = quantize(Y)
     exact = X.astype(np.float64) @ Y.astype(np.float64).T
     for u in range(len(X)):
-        b = screen_bounds(index, X[u], vnni=vnni)
+        b = screen_bounds(index, X[u], path=path)
         for plane in ("coarse", "fine"):
             err = np.abs(b[plane] - exact[u])
             assert np.all(err <= b[f"{plane}_slack"]), f"user {u}, {plane} plane"
     # the estimates really are approximate, the fine ones tighter: the bounds do work
-    b = screen_bounds(index, X[1], vnni=vnni)
+    b = screen_bounds(index, X[1], path=path)
     coarse_err = np.abs(b["coarse"] - exact[1])
     fine_err = np.abs(b["fine"] - exact[1])
     assert fine_err.max() > 0
@@ -173,8 +191,8 @@ def test_screen_bounds_hold_for_every_item(factors, vnni):
     assert np.median(b["fine_slack"]) < np.median(b["coarse_slack"]) / 4
 
 
-@pytest.mark.parametrize("vnni", MODES)
-def test_exactly_representable_items_near_ties(rng, vnni):
+@pytest.mark.parametrize("path", MODES)
+def test_exactly_representable_items_near_ties(rng, path):
     # items exactly s_i q_i (power-of-two scales, integer codes): the quantisation residual is
     # zero, so only the rounding margins stand between the float32 filter and a wrong answer;
     # users are float64 and many scores nearly tie
@@ -185,7 +203,7 @@ def test_exactly_representable_items_near_ties(rng, vnni):
     Y[2000:] = Y[:2000] * (1 + 1e-9)  # near-duplicates of the first half
     X = rng.standard_normal((20, k))
     rows = np.arange(20)
-    idx, val = topk_quantized(quantize(Y), X, rows, 30, vnni=vnni)
+    idx, val = topk_quantized(quantize(Y), X, rows, 30, path=path)
     assert_matches(idx, val, X, Y, rows, 30)
 
 
