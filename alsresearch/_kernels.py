@@ -250,22 +250,36 @@ def whitening(G, dtype):
     )
 
 
-#: rows of ``Y`` whitened per BLAS product in :func:`whiten_rows`
-WHITEN_ROWS = 1024
+#: rows per BLAS product in :func:`rows_times` (fixed, so every row's product is the same
+#: whatever the number of threads)
+BASIS_ROWS = 1024
 
 
-def whiten_rows(Y, LinvT, Yz, threads=0) -> None:
-    """``Yz = Y L^{-T}`` (rows ``L^{-1} y_i``), one BLAS product per ``WHITEN_ROWS`` rows,
+def rows_times(Y, M, out, threads=0) -> None:
+    """``out = Y M`` (``out`` may be ``Y``: in place), one BLAS product per ``BASIS_ROWS`` rows,
     on :func:`parallel_for`'s threads (numpy releases the GIL in the product)."""
     n = len(Y)
 
     def run(b0: int, b1: int) -> None:
-        for a in range(b0 * WHITEN_ROWS, min(n, b1 * WHITEN_ROWS), WHITEN_ROWS):
-            b = min(n, a + WHITEN_ROWS)
-            np.dot(Y[a:b], LinvT, out=Yz[a:b])
+        for a in range(b0 * BASIS_ROWS, min(n, b1 * BASIS_ROWS), BASIS_ROWS):
+            b = min(n, a + BASIS_ROWS)
+            out[a:b] = Y[a:b] @ M
 
-    n_chunks = (n + WHITEN_ROWS - 1) // WHITEN_ROWS
+    n_chunks = (n + BASIS_ROWS - 1) // BASIS_ROWS
     parallel_for(run, even_bounds(n_chunks, 4 * (threads or kernel_threads())), threads)
+
+
+def whitened_rows(kernel, args, X, L, Linv, block, units=None, threads=0) -> int:
+    """:func:`over_blocks` of a kernel that works in the whitened basis (:func:`cg_rows`,
+    :func:`exact_rows`) on the rows of ``X``, which is one of ``args``: ``X`` moves to that
+    basis in place (``z = L^T x``: rows of ``X L``) before, and back (``x = L^{-T} z``: rows of
+    ``Z L^{-1}``) after, also when the kernel is interrupted; one BLAS product per
+    ``BASIS_ROWS`` rows each way (far faster than one per block of a few rows)."""
+    rows_times(X, L, X, threads)
+    try:
+        return over_blocks(kernel, args, len(X), block, units, threads)
+    finally:
+        rows_times(X, Linv, X, threads)
 
 
 def _whiten(G, Y, Yz, threads):
@@ -275,7 +289,7 @@ def _whiten(G, Y, Yz, threads):
     if factors is None:
         return None
     L, Linv, LinvT = factors
-    whiten_rows(Y, LinvT, Yz, threads)
+    rows_times(Y, LinvT, Yz, threads)
     return L, Linv
 
 
@@ -313,7 +327,7 @@ def _rows_dot(Yu, v, s, k):
 @njit(inline="always", fastmath=_FASTMATH)
 def _rows_axpy(Yu, t, out, tmp, k):
     """``out += Y_u^T t[:nu]``: BLAS mat-vec (into ``tmp``) for long rows, else loops that
-    add four rows per pass over ``out``."""
+    add eight rows per pass over ``out`` (then four, then one)."""
     nu = Yu.shape[0]
     if nu >= GEMV_MIN_CELLS:
         np.dot(Yu.T, t[:nu], tmp)
@@ -321,6 +335,20 @@ def _rows_axpy(Yu, t, out, tmp, k):
             out[a] += tmp[a]
         return
     q = 0
+    while q + 8 <= nu:  # two sums of four: a shorter chain of dependent adds per pass
+        t0 = t[q]
+        t1 = t[q + 1]
+        t2 = t[q + 2]
+        t3 = t[q + 3]
+        t4 = t[q + 4]
+        t5 = t[q + 5]
+        t6 = t[q + 6]
+        t7 = t[q + 7]
+        for a in range(k):
+            out[a] += (
+                t0 * Yu[q, a] + t1 * Yu[q + 1, a] + t2 * Yu[q + 2, a] + t3 * Yu[q + 3, a]
+            ) + (t4 * Yu[q + 4, a] + t5 * Yu[q + 5, a] + t6 * Yu[q + 6, a] + t7 * Yu[q + 7, a])
+        q += 8
     while q + 4 <= nu:
         t0 = t[q]
         t1 = t[q + 1]
@@ -336,6 +364,36 @@ def _rows_axpy(Yu, t, out, tmp, k):
         q += 1
 
 
+@njit(inline="always", fastmath=_FASTMATH)
+def _push_through(Yu, wu, nu, K, t, z, k):
+    """Exact solve of one row in the whitened basis through its ``nu x nu`` system
+    (push-through identity, ``z = Z_u^T t``)::
+
+        (W_u^{-1} + Z_u Z_u^T) t = W_u^{-1} + 1
+
+    ``Yu`` holds the row's gathered whitened factors ``Z_u``; ``K`` (at least nu x nu) and
+    ``t`` are scratch. Writes ``z`` and returns True, or returns False with ``z`` untouched
+    when a weight is not positive or the system is not numerically positive definite.
+    O(k nnz_u^2 + nnz_u^3), in plain loops (little code to compile)."""
+    for q in range(nu):
+        if not wu[q] > 0:
+            return False
+    for q in range(nu):
+        for p in range(q + 1):
+            K[q, p] = _dot(Yu[q], Yu[p], k)
+        K[q, q] += 1 / wu[q]
+        t[q] = 1 + 1 / wu[q]
+    if not _cholesky_solve(K, t, nu):
+        return False
+    for a in range(k):
+        z[a] = 0
+    for q in range(nu):
+        tq = t[q]
+        for a in range(k):
+            z[a] += tq * Yu[q, a]
+    return True
+
+
 def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz, threads=0):
     """Approximate half-sweep: ``steps`` conjugate-gradient steps per row on ``A_u x = b_u``,
     preconditioned by the shared part ``G``, warm-started from the current ``X[u]`` (updated
@@ -348,24 +406,32 @@ def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz, threads=0
     This is CG preconditioned by ``G`` (Takacs, Pilaszy & Tikk 2011 warm-start it; the
     preconditioner is our addition): a step costs O(k nnz_u) with no k x k product, and all
     but at most nnz_u eigenvalues are 1, so short rows converge in a few steps (one step solves
-    an empty row). Rows move to and from the whitened basis with one BLAS product per block;
-    each row gathers its cells' whitened factors once into contiguous scratch and runs all its
-    steps on them while they are in cache. ``s = Y_u z`` is carried through the steps
-    (``s += step * Y_u d``), so the loss needs no extra pass over the cells.
+    an empty row). ``X`` moves to and from the whitened basis with a few large BLAS products
+    (:func:`whitened_rows`); each row gathers its cells' whitened factors once into contiguous
+    scratch and runs all its steps on them while they are in cache. A step computes
+    ``d . A d = d . d + sum_i w_i (z_i . d)^2`` from the pass ``Y_u d`` and then adds
+    ``-step Y_u^T W_u Y_u d`` straight into the residual (no vector ``A d``), except in a
+    row's last step, which needs no new residual (a pass over the cells fewer). ``s = Y_u z`` is
+    carried through the steps (``s += step * Y_u d``) when the loss is wanted, so it needs no
+    extra pass over the cells. :func:`cg_rows` can give short rows fewer steps.
     """
     whitened = _whiten(G, Y, Yz, threads)
     if whitened is None:
         return -1
     L, Linv = whitened
-    args = (indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block)
-    return over_blocks(cg_rows, args, len(X), block, threads=threads)
+    step_cells = np.zeros(steps, dtype=np.int64)  # every row takes every step
+    args = (indptr, indices, w, Yz, X, loss_part, step_cells, block)
+    return whitened_rows(cg_rows, args, X, L, Linv, block, threads=threads)
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, row_lo, row_hi):
-    """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` (``row_lo`` a multiple of ``block``,
-    so the blocks, and with them every result, are those of one whole sweep) with the
-    whitening done: ``Yz = Y L^{-T}`` and ``G = L L^T``, ``Linv = L^{-1}``. Returns 0."""
+def cg_rows(indptr, indices, w, Yz, Z, loss_part, step_cells, block, row_lo, row_hi):
+    """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` in the whitened basis: ``Yz`` the
+    whitened other side, ``Z`` the rows ``z = L^T x`` (updated in place; see
+    :func:`whitened_rows`). Step ``j`` (from 0) is taken by the rows with at least
+    ``step_cells[j]`` cells (a row with n cells takes as many steps as there are entries at
+    most n, and at most n + 1 steps, which solve it). Every row's result is independent
+    of the others and of ``block`` (rows per scratch allocation). Returns 0."""
     k = Yz.shape[1]
     n_blocks = (row_hi - row_lo + block - 1) // block
     want_loss = len(loss_part) > 0
@@ -379,19 +445,15 @@ def cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, row_lo,
         t = np.empty(m, dtype=Yz.dtype)  # per-cell weights of a product Y_u^T t
         sz = np.empty(m, dtype=np.float64)  # Y_u z, carried through the steps
         tmp = np.empty(k, dtype=Yz.dtype)
-        Zb = np.empty((hi - lo, k), dtype=Yz.dtype)
         r = np.empty(k, dtype=Yz.dtype)
         d = np.empty(k, dtype=Yz.dtype)
-        ad = np.empty(k, dtype=Yz.dtype)
-        np.dot(X[lo:hi], L, Zb)  # z = L^T x, row-wise
-        for j in range(hi - lo):
-            u = lo + j
+        for u in range(lo, hi):
             p0 = indptr[u]
             nu = indptr[u + 1] - p0
             Yu = Yu_buf[:nu]
             _gather(indptr, indices, Yz, u, Yu)
             wu = w[p0 : p0 + nu]
-            z = Zb[j]
+            z = Z[u]
             # residual r = b - A z = sum_i (1 + w_i - w_i s_i) z_i - z, with s = Y_u z
             _rows_dot(Yu, z, sd, k)
             for q in range(nu):
@@ -401,35 +463,47 @@ def cg_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, steps, block, row_lo,
                 r[a] = -z[a]
             _rows_axpy(Yu, t, r, tmp, k)
             rs = _dot(r, r, k)
+            dd = rs  # d . d
             for a in range(k):
                 d[a] = r[a]
-            for _ in range(steps):
+            n_steps = 0
+            for j in range(len(step_cells)):
+                n_steps += step_cells[j] <= nu
+            n_steps = min(n_steps, nu + 1)  # nu + 1 steps solve the row
+            for j in range(n_steps):
                 if rs < tiny:
                     break
-                # A d = d + sum_i w_i (z_i . d) z_i
+                # d . A d = d . d + sum_i w_i (z_i . d)^2: the step before A d is built
                 _rows_dot(Yu, d, sd, k)
+                dad = dd
                 for q in range(nu):
-                    t[q] = wu[q] * sd[q]
-                for a in range(k):
-                    ad[a] = d[a]
-                _rows_axpy(Yu, t, ad, tmp, k)
-                step = rs / _dot(d, ad, k)
+                    dad += wu[q] * sd[q] * sd[q]
+                step = rs / dad
                 for a in range(k):
                     z[a] += step * d[a]
-                    r[a] -= step * ad[a]
+                if want_loss:
+                    for q in range(nu):
+                        sz[q] += step * sd[q]
+                if j == n_steps - 1:
+                    break  # the last step needs no new residual: no pass Y_u^T W_u Y_u d
+                # r -= step A d = step d + sum_i step w_i (z_i . d) z_i
+                for a in range(k):
+                    r[a] -= step * d[a]
                 for q in range(nu):
-                    sz[q] += step * sd[q]
+                    t[q] = -step * wu[q] * sd[q]
+                _rows_axpy(Yu, t, r, tmp, k)
                 rs_new = _dot(r, r, k)
                 beta = rs_new / rs
+                dd = d[0] * np.float32(0)
                 for a in range(k):
                     d[a] = r[a] + beta * d[a]
+                    dd += d[a] * d[a]
                 rs = rs_new
             if want_loss:
                 acc = 0.0
                 for q in range(nu):
                     acc += (1.0 + wu[q]) * (1.0 - sz[q]) ** 2 - sz[q] * sz[q]
                 loss_part[u] = acc
-        np.dot(Zb, Linv, X[lo:hi])  # x = L^{-T} z, row-wise
     return 0
 
 
@@ -438,29 +512,26 @@ def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz, threads=0):
     (``Yz`` is scratch shaped like ``Y``): row ``u`` solves
     ``(I + Z_u^T W_u Z_u) z = Z_u^T (1 + w_u)`` and ``x_u = L^{-T} z``.
 
-    A row with fewer cells than k and positive weights solves the small system instead
-    (push-through identity, ``z = Z_u^T t``)::
-
-        (W_u^{-1} + Z_u Z_u^T) t = W_u^{-1} + 1        (nnz_u x nnz_u)
-
-    in O(k nnz_u^2 + nnz_u^3) rather than O(k^2 nnz_u + k^3), which is the cheaper system for
-    the many short rows of heavy-tailed data; other rows build the
-    k x k system as :func:`cholesky_sweep` does. Fold-in keeps :func:`cholesky_sweep`: for one
-    row, whitening the whole other side would cost more than the solve. Returns the number of
-    rows whose system was not numerically positive definite (their row of ``X`` is left
-    unchanged, up to rounding), or -1 (``X`` untouched) when ``G`` is not.
+    A row with fewer cells than k and positive weights solves the small ``nnz_u x nnz_u``
+    system of :func:`_push_through` instead, in O(k nnz_u^2 + nnz_u^3) rather than
+    O(k^2 nnz_u + k^3): the cheaper system for the many short rows of heavy-tailed data; other
+    rows build the k x k system as :func:`cholesky_sweep` does. Fold-in keeps
+    :func:`cholesky_sweep`: for one row, whitening the whole other side would cost more than
+    the solve. Returns the number of rows whose system was not numerically positive definite
+    (their row of ``X`` is left unchanged, up to rounding), or -1 (``X`` untouched) when ``G``
+    is not.
     """
     whitened = _whiten(G, Y, Yz, threads)
     if whitened is None:
         return -1
     L, Linv = whitened
-    args = (indptr, indices, w, Yz, L, Linv, X, loss_part, block)
-    return over_blocks(exact_rows, args, len(X), block, threads=threads)
+    args = (indptr, indices, w, Yz, X, loss_part, block)
+    return whitened_rows(exact_rows, args, X, L, Linv, block, threads=threads)
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, row_lo, row_hi):
-    """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep`, with the whitening done (see
+def exact_rows(indptr, indices, w, Yz, Z, loss_part, block, row_lo, row_hi):
+    """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep` in the whitened basis (see
     :func:`cg_rows`); returns the number of rows whose system was not numerically positive
     definite."""
     k = Yz.shape[1]
@@ -474,30 +545,12 @@ def exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, row_lo, row
         mk = min(Yu.shape[0], k)
         K = np.empty((mk, mk), dtype=Yz.dtype)
         t = np.empty(mk, dtype=Yz.dtype)
-        Zb = np.empty((hi - lo, k), dtype=Yz.dtype)
-        np.dot(X[lo:hi], L, Zb)  # z = L^T x, row-wise (kept by a row whose solve fails)
-        for j in range(hi - lo):
-            u = lo + j
+        for u in range(lo, hi):
             p0 = indptr[u]
             nu = _gather(indptr, indices, Yz, u, Yu)
             wu = w[p0 : p0 + nu]
-            z = Zb[j]
-            small = nu < k
-            for q in range(nu):
-                small = small and wu[q] > 0
-            solved = False
-            if small:
-                for q in range(nu):
-                    for p in range(q + 1):
-                        K[q, p] = _dot(Yu[q], Yu[p], k)
-                    K[q, q] += 1 / wu[q]
-                    t[q] = 1 + 1 / wu[q]
-                if _cholesky_solve(K, t, nu):
-                    for a in range(k):
-                        z[a] = 0
-                    _rows_axpy(Yu[:nu], t, z, b, k)
-                    solved = True
-            if not solved:
+            z = Z[u]
+            if not (nu < k and _push_through(Yu[:nu], wu, nu, K, t, z, k)):
                 _cell_system(Yu, wu, nu, Yw, A, b, k)
                 for a in range(k):
                     A[a, a] += 1
@@ -508,7 +561,6 @@ def exact_rows(indptr, indices, w, Yz, L, Linv, X, loss_part, block, row_lo, row
                     failed += 1
             if want_loss:
                 loss_part[u] = _gathered_loss(Yu, wu, nu, z, k)
-        np.dot(Zb, Linv, X[lo:hi])  # x = L^{-T} z, row-wise
     return failed
 
 

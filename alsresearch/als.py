@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  load the BLAS numba calls before threadpool_limits
+import scipy.linalg.cython_blas  # noqa: F401  load the BLAS numba calls before ThreadpoolController
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from alsresearch import _kernels, _quantized
-from alsresearch._jit import cost_bounds, kernel_threads
+from alsresearch._jit import cost_bounds, kernel_threads, parallel_for
 from alsresearch.base import Recommender, validate_n
 from alsresearch.checks import check_choice, check_float, check_int
 from alsresearch.data import coerce_interactions
@@ -46,10 +46,21 @@ _BLOCK = 64
 _UNITS_PER_THREAD = 8
 _UNIT_BLOCKS = 16
 
+#: ``_gram`` sums the products of this many rows at a time, on the kernels' threads (fixed, so
+#: the sum does not depend on the number of threads)
+_GRAM_ROWS = 8192
+
 #: ``topk_rows`` answers through the exact screen of :mod:`alsresearch._quantized` for top-n up
 #: to this n; a longer list ranks much of the catalogue, where the screen's candidate set grows
 #: and one matrix product with the shared top-k kernel does no more work.
 _SCREEN_MAX_N = 1000
+#: ... and only for models where it pays for its compile (seconds, once per machine): a
+#: catalogue of at least ``_SCREEN_MIN_ITEMS`` items (where one user's scan of the float
+#: factors takes a few hundred microseconds), or at least ``_SCREEN_MIN_SCORES`` user x item
+#: scores (what one evaluation or tuning trial of the model ranks). Below both, one matrix
+#: product and the shared top-k kernel answer as fast (MovieLens ml-latest-small: 610 x 9742).
+_SCREEN_MIN_ITEMS = 1 << 15
+_SCREEN_MIN_SCORES = 1 << 27
 
 Solver = Literal["cholesky", "cg"]
 Scaling = Literal["raw", "log"]
@@ -90,10 +101,11 @@ class ALSConfig:
     loss)."""
 
     cg_steps: int = 4
-    """Conjugate-gradient steps per row and half-sweep (``solver="cg"`` only). 4 by default,
-    one more than implicit, because 3 warm-started steps lag the exact solver measurably in
-    loss after 15 iterations on heavy-tailed counts; k steps would be exact in exact
-    arithmetic."""
+    """Conjugate-gradient steps per row and half-sweep (``solver="cg"`` only), warm-started:
+    user rows with at least k/2 cells take ``cg_steps``, shorter user rows and every item row
+    one fewer (at least one; a row of n cells never takes more than n + 1, which solve it
+    exactly). 4 by default: implicit's 3 on every row lag the exact solver measurably in loss
+    after 15 iterations on heavy-tailed counts; k steps would be exact in exact arithmetic."""
 
     scaling: Scaling = "raw"
     """How counts become confidence: ``"raw"`` ``c = 1 + alpha * r``; ``"log"``
@@ -150,9 +162,36 @@ def confidence_minus_one(counts: np.ndarray, alpha: float, scaling: str, dtype) 
     return w.astype(dtype)
 
 
-def _gram(F: np.ndarray) -> np.ndarray:
-    """``F^T F`` in F's precision (one BLAS call)."""
-    return F.T @ F
+def _gram(F: np.ndarray, threads: int = 1) -> np.ndarray:
+    """``F^T F`` in F's precision: one BLAS product per ``_GRAM_ROWS`` rows, on ``threads``
+    threads, summed in row order."""
+    n = len(F)
+    if n <= _GRAM_ROWS:
+        return F.T @ F
+    bounds = np.arange(0, n + _GRAM_ROWS, _GRAM_ROWS).clip(max=n)
+    parts = parallel_for(lambda a, b: F[a:b].T @ F[a:b], bounds, threads)
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
+
+
+def _cg_schedule(cg_steps: int, k: int, item_side: bool) -> np.ndarray:
+    """The ``step_cells`` of :func:`alsresearch._kernels.cg_rows` for one side: step ``j``
+    is taken by the rows with at least ``step_cells[j]`` cells.
+
+    User rows take ``cg_steps`` steps, the last one only from k/2 cells: in the whitened basis
+    a row with n cells has at most n eigenvalues other than 1, so short rows converge in fewer
+    steps. Item rows take one step fewer than ``cg_steps`` (at least one). Chosen by
+    measurement (benchmarks/bench_als.py, three data shapes; the README has the figures): about
+    a fifth less work per sweep than ``cg_steps`` on every row, at a final loss still below
+    implicit CG's; fewer steps still cost more loss than they save time."""
+    if item_side:
+        return np.zeros(max(1, cg_steps - 1), dtype=np.int64)
+    cells = np.zeros(cg_steps, dtype=np.int64)
+    if cg_steps > 1:
+        cells[-1] = k // 2
+    return cells
 
 
 def _regularised(gram: np.ndarray, lam: float) -> np.ndarray:
@@ -208,17 +247,19 @@ class _Side:
         self.indices = m.indices.astype(np.int32)
         self.w = confidence_minus_one(m.data, alpha, scaling, dtype)
 
-    def cost(self, k: int, cg_steps: int | None) -> np.ndarray:
+    def cost(self, k: int, schedule: np.ndarray | None) -> np.ndarray:
         """Cumulative work estimate of the kernels at block boundaries (length
-        ``n_blocks + 1``): per row ``k nnz (steps + 2) + 4 k^2`` for CG, and for the exact
-        solver ``k nnz m + m^3 / 3 + 4 k^2`` with ``m = min(nnz, k)``. Only ratios matter:
+        ``n_blocks + 1``): per row ``k nnz (steps + 2) + 4 k^2`` for CG (the row's steps
+        from ``schedule``, :func:`_cg_schedule`'s), and for the exact solver (``schedule``
+        None) ``k nnz m + m^3 / 3 + 4 k^2`` with ``m = min(nnz, k)``. Only ratios matter:
         the fit measures the speed in these units."""
         nnz = np.diff(self.indptr).astype(np.float64)
-        if cg_steps is None:
+        if schedule is None:
             m = np.minimum(nnz, k)
             rows = k * nnz * m + m**3 / 3 + 4.0 * k * k
         else:
-            rows = k * nnz * (cg_steps + 2) + 4.0 * k * k
+            steps = np.minimum(np.searchsorted(schedule, nnz, side="right"), nnz + 1)
+            rows = k * nnz * (steps + 2) + 4.0 * k * k
         per_block = np.add.reduceat(rows, np.arange(0, len(rows), _BLOCK)) if len(rows) else rows
         return np.concatenate([[0.0], np.cumsum(per_block)])
 
@@ -298,8 +339,12 @@ class ALSModel(Recommender):
         check_factor_memory(data.n_users, data.n_items, k, dtype.itemsize, threads)
         users = _Side(data.matrix, cfg.alpha, cfg.scaling, dtype)
         items = _Side(data.matrix.tocsc().T.tocsr(), cfg.alpha, cfg.scaling, dtype)
-        steps = cfg.cg_steps if cfg.solver == "cg" else None
-        costs = {id(users): users.cost(k, steps), id(items): items.cost(k, steps)}
+        cg = cfg.solver == "cg"
+        schedules = {
+            id(side): _cg_schedule(cfg.cg_steps, k, side is items) if cg else None
+            for side in (users, items)
+        }
+        costs = {id(side): side.cost(k, schedules[id(side)]) for side in (users, items)}
         rng = np.random.default_rng(cfg.random_state)
         self.user_factors = rng.random((data.n_users, k), dtype=dtype) * dtype.type(0.01)
         self.item_factors = rng.random((data.n_items, k), dtype=dtype) * dtype.type(0.01)
@@ -312,19 +357,20 @@ class ALSModel(Recommender):
         # the solvers' whitened copy of the fixed side, allocated once for both half-sweeps
         whitened = np.empty((max(data.n_users, data.n_items), k), dtype=dtype)
         yty = None
+        blas = ThreadpoolController()  # finds the libraries once: limit() is then cheap
         start = time.perf_counter()
         for it in range(1, cfg.iterations + 1):
             # the kernels run on `threads` threads and BLAS on one, so the two do not
             # oversubscribe the cores; the callback runs with the caller's settings
-            with threadpool_limits(limits=1, user_api="blas"):
+            with blas.limit(limits=1, user_api="blas"):
                 if yty is None:
-                    yty = _gram(self.item_factors)
+                    yty = _gram(self.item_factors, threads)
                 sweep = (users, costs[id(users)], self.item_factors, yty, self.user_factors)
-                self._half_sweep(*sweep, None, whitened, threads)
-                xtx = _gram(self.user_factors)
+                self._half_sweep(*sweep, None, whitened, threads, schedules[id(users)])
+                xtx = _gram(self.user_factors, threads)
                 sweep = (items, costs[id(items)], self.user_factors, xtx, self.item_factors)
-                self._half_sweep(*sweep, item_loss, whitened, threads)
-                yty = _gram(self.item_factors)
+                self._half_sweep(*sweep, item_loss, whitened, threads, schedules[id(items)])
+                yty = _gram(self.item_factors, threads)
             self._yty = yty
             self._screen = None  # the sweeps changed item_factors in place
             loss = _loss_from_parts(xtx, yty, item_loss.sum(), cfg.regularization)
@@ -349,11 +395,13 @@ class ALSModel(Recommender):
         loss_part: np.ndarray | None,
         whitened: np.ndarray,
         threads: int,
+        steps: np.ndarray | None,
     ) -> None:
         """Update every row of ``out`` with ``other`` fixed, on ``threads`` threads;
         ``loss_part`` (optional) receives each row's observed-cell part of the loss;
         ``whitened`` is scratch for the whitened ``other`` (see :func:`_kernels.cg_sweep`), at
-        least as many rows as ``other``; ``cost`` is ``side.cost(...)``."""
+        least as many rows as ``other``; ``steps`` is the side's :func:`_cg_schedule` (CG
+        only) and ``cost`` is ``side.cost(...)`` with it."""
         cfg = self.config
         G = _regularised(gram, cfg.regularization)
         loss_part = np.empty(0) if loss_part is None else loss_part
@@ -365,18 +413,17 @@ class ALSModel(Recommender):
             )
         L, Linv, LinvT = factors
         Yz = whitened[: len(other)]
-        _kernels.whiten_rows(other, LinvT, Yz, threads)
+        _kernels.rows_times(other, LinvT, Yz, threads)
         n_blocks = len(cost) - 1
         units = max(_UNITS_PER_THREAD * threads, -(-n_blocks // _UNIT_BLOCKS))
         if cfg.solver == "cholesky":
             kernel = _kernels.exact_rows
-            args = (side.indptr, side.indices, side.w, Yz, L, Linv, out, loss_part, _BLOCK)
+            args = (side.indptr, side.indices, side.w, Yz, out, loss_part, _BLOCK)
         else:
             kernel = _kernels.cg_rows
-            args = (side.indptr, side.indices, side.w, Yz, L, Linv, out, loss_part)
-            args += (cfg.cg_steps, _BLOCK)
+            args = (side.indptr, side.indices, side.w, Yz, out, loss_part, steps, _BLOCK)
         bounds = cost_bounds(cost, units)
-        failed = _kernels.over_blocks(kernel, args, len(out), _BLOCK, bounds, threads)
+        failed = _kernels.whitened_rows(kernel, args, out, L, Linv, _BLOCK, bounds, threads)
         if failed:
             raise FloatingPointError(
                 f"{failed} per-row systems were not numerically positive definite; "
@@ -406,8 +453,11 @@ class ALSModel(Recommender):
         item left can make the list, and rescores only the items that still can
         (:mod:`alsresearch._quantized`). The screen is built on first use and rebuilt whenever
         the item factors change (every fit iteration, load). Lists longer than
-        ``_SCREEN_MAX_N`` take the base path (one matrix product and the shared top-k kernel)."""
-        if n > _SCREEN_MAX_N:
+        ``_SCREEN_MAX_N``, and small models (``_SCREEN_MIN_ITEMS``, ``_SCREEN_MIN_SCORES``),
+        take the base path (one matrix product and the shared top-k kernel)."""
+        n_items = len(self.item_factors)
+        small = n_items < _SCREEN_MIN_ITEMS and n_items * self.n_users < _SCREEN_MIN_SCORES
+        if n > _SCREEN_MAX_N or small:
             return super().rank_rows(rows, n, mask)
         screen = self._screen
         if screen is None or screen.factors is not self.item_factors:

@@ -161,4 +161,3 @@ def topk(
     units = np.append(np.arange(0, b, _UNIT_ROWS), b)
     parallel_for(lambda lo, hi: _topk_rows(*args, lo, hi), units)
     return out_idx, out_val
-

@@ -119,6 +119,56 @@ def test_cg_is_exact_after_nnz_plus_one_steps_on_short_rows(rng):
     assert np.abs(got[nnz == 0]).max() < 1e-12 and np.abs(one_step[nnz == 0]).max() < 1e-12
 
 
+def test_cg_rows_take_the_steps_their_length_allows(rng):
+    """Step j of cg_rows is taken only by rows with at least step_cells[j] cells: with
+    step_cells [0, 0, 20] rows under 20 cells end where two steps leave them, longer rows
+    where three do."""
+    counts = varied_counts(rng, n_users=120, n_items=45)
+    m = sp.csr_matrix(counts)
+    nnz = np.diff(m.indptr)
+    Y = rng.normal(scale=0.3, size=(m.shape[1], 12))
+    X0 = rng.normal(size=(m.shape[0], 12))
+    steps = {n: kernel_half_sweep("cg", counts, Y, np.float64, steps=n, X0=X0) for n in (2, 3)}
+    w = ALPHA * m.data
+    G = Y.T @ Y + LAM * np.eye(12)
+    X = X0.copy()
+    L, Linv = _kernels._whiten(G, Y, Yz := np.empty_like(Y), 1)
+    args = (m.indptr.astype(np.int64), m.indices.astype(np.int32), w, Yz, X, np.empty(0))
+    args += (np.array([0, 0, 20]), 16)
+    _kernels.whitened_rows(_kernels.cg_rows, args, X, L, Linv, 16)
+    long = nnz >= 20
+    assert long.sum() > 10 and (~long & (nnz > 3)).sum() > 10
+    np.testing.assert_allclose(X[long], steps[3][long], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(X[~long], steps[2][~long], rtol=1e-10, atol=1e-12)
+
+
+def test_an_interrupted_sweep_leaves_the_rows_in_their_own_basis(rng):
+    """whitened_rows moves the rows to the whitened basis and back even when the kernel is
+    interrupted (Ctrl-C between units), so the factors stay usable."""
+    Y = rng.normal(scale=0.3, size=(30, 6))
+    G = Y.T @ Y + LAM * np.eye(6)
+    L, Linv = _kernels._whiten(G, Y, np.empty_like(Y), 1)
+    X0 = rng.normal(size=(50, 6))
+    X = X0.copy()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _kernels.whitened_rows(interrupted, (X,), X, L, Linv, 16)
+    np.testing.assert_allclose(X, X0, rtol=1e-10, atol=1e-12)
+
+
+def test_the_gram_matrix_does_not_depend_on_the_thread_count(rng):
+    """fit's ``F^T F`` sums fixed chunks of rows on the kernels' threads."""
+    from alsresearch.als import _GRAM_ROWS, _gram
+
+    F = rng.random((3 * _GRAM_ROWS + 5, 8), dtype=np.float32)
+    one, three = _gram(F, 1), _gram(F, 3)
+    np.testing.assert_array_equal(one, three)
+    np.testing.assert_allclose(one, F.astype(np.float64).T @ F, rtol=1e-5)
+
+
 def test_cg_reports_a_shared_part_that_is_not_positive_definite(rng):
     counts = varied_counts(rng)
     Y = rng.normal(size=(counts.shape[1], 4))

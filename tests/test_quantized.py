@@ -219,6 +219,35 @@ def test_bad_input(factors):
 
 
 # ---------------------------------------------------------------------------- ALSModel hook
+@pytest.fixture
+def always_screen(monkeypatch):
+    """ALSModel takes the screen for any model size (MovieLens alone is below its thresholds)."""
+    import alsresearch.als as als
+
+    monkeypatch.setattr(als, "_SCREEN_MIN_ITEMS", 0)
+    monkeypatch.setattr(als, "_SCREEN_MIN_SCORES", 0)
+
+
+def test_small_models_skip_the_screen_and_large_ones_take_it(monkeypatch):
+    """The screen costs seconds of compiling once per machine, so ALSModel takes it only for
+    large catalogues or many user x item scores; both paths give the exact top-n."""
+    import alsresearch.als as als
+
+    data = load_default()  # 610 x 9742: below both thresholds
+    model = ALSModel(factors=8, iterations=2, random_state=0).fit(data)
+    rows = np.arange(40)
+    idx, val = model.topk_rows(rows, 10)
+    assert model._screen is None  # never built
+    assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, model.seen)
+    for name, value in (("_SCREEN_MIN_ITEMS", data.n_items), ("_SCREEN_MIN_SCORES", 1)):
+        with monkeypatch.context() as m:
+            m.setattr(als, name, value)
+            model._screen = None
+            screened = model.topk_rows(rows, 10)
+            assert model._screen is not None, name
+            assert (screened[0] == idx).all(axis=1).mean() > 0.95  # swaps on near-ties only
+
+
 @pytest.fixture(scope="module")
 def movielens_model():
     data = load_default()
@@ -231,6 +260,7 @@ def plain_topk_rows(model, rows, n, exclude_seen=True):
 
 
 @pytest.mark.parametrize("n", [10, 100])
+@pytest.mark.usefixtures("always_screen")
 def test_als_topk_rows_on_movielens(movielens_model, n):
     model, data = movielens_model
     rows = np.arange(model.n_users)
@@ -244,6 +274,7 @@ def test_als_topk_rows_on_movielens(movielens_model, n):
     np.testing.assert_array_equal(scores, val[7])
 
 
+@pytest.mark.usefixtures("always_screen")
 def test_als_long_lists_take_the_plain_path(movielens_model):
     model, _ = movielens_model
     rows = np.arange(5)
@@ -251,6 +282,7 @@ def test_als_long_lists_take_the_plain_path(movielens_model):
     assert_matches(idx, val, model.user_factors, model.item_factors, rows, 1500)
 
 
+@pytest.mark.usefixtures("always_screen")
 def test_recommendations_follow_refit_and_mid_fit_factors():
     data = load_default()
     model = ALSModel(factors=8, iterations=3, random_state=1)
@@ -272,6 +304,7 @@ def test_recommendations_follow_refit_and_mid_fit_factors():
     assert_matches(idx, val, model.user_factors, model.item_factors, rows, 10, model.seen)
 
 
+@pytest.mark.usefixtures("always_screen")
 def test_loaded_model_uses_its_own_factors(tmp_path):
     data = load_default()
     a = ALSModel(factors=8, iterations=2, random_state=2).fit(data)
@@ -285,6 +318,7 @@ def test_loaded_model_uses_its_own_factors(tmp_path):
     np.testing.assert_array_equal(loaded.topk_rows(rows, 10)[0], a.topk_rows(rows, 10)[0])
 
 
+@pytest.mark.usefixtures("always_screen")
 def test_als_topk_rows_with_another_exclusion_matrix(movielens_model, rng):
     # the evaluator passes the train split: those items are excluded, not the model's own
     model, _ = movielens_model
