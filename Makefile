@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_als.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_serve.py
+	$(PY) benchmarks/bench_coldstart.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

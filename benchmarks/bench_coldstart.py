@@ -43,7 +43,7 @@ BLAS runs on one thread (threadpoolctl), as in bench_als.py; its evaluate is
     .venv/bin/python benchmarks/bench_coldstart.py --repeats 1 --keep    # inspect the folders
 
 Target: first fit + evaluate + recommend with an empty cache under 15 s (the sum of the three
-steps, median over rounds; today numba's compiles make it 20-35 s, implicit needs about 1 s).
+steps, median over rounds; the README quotes the figures, against implicit's).
 The machine is shared: timings are noisy, read the medians and the load averages.
 """
 
