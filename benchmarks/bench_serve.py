@@ -55,7 +55,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serve_helpers
 
 from alsresearch import _simd
-from alsresearch._jit import set_thread_limit
+from alsresearch._jit import kernel_threads, set_thread_limit
 from alsresearch.als import ALSModel
 from alsresearch.artefact import artefact_paths
 from alsresearch.base import Recommender
@@ -365,17 +365,14 @@ def in_worker(path: str, saved: Path, args) -> None:
 
 def tables(model, data, users: np.ndarray, args) -> None:
     """The in-process tables: all kernel threads, then one (as `alsresearch serve` runs)."""
-    import numba
     from threadpoolctl import threadpool_limits
 
-    all_cores = numba.get_num_threads()
+    all_cores = kernel_threads()
     for threads, label in ((0, f"all ({all_cores})"), (1, "1, as `alsresearch serve` runs")):
-        numba.set_num_threads(threads or all_cores)
         set_thread_limit(threads)
         load = os.getloadavg()
         with threadpool_limits(limits=threads or None, user_api="blas"):
             res = in_process(model, data, users, args.repeats, args.batch, threads)
-        numba.set_num_threads(all_cores)
         set_thread_limit(0)
         ours, plain, theirs = res["ours"], res["plain"], res["implicit"]
         print(
