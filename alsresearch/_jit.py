@@ -4,9 +4,9 @@ Every kernel is a plain ``@njit(nogil=True, cache=True)`` function over a range 
 rows (or tiles of rows). :func:`parallel_for` splits the work into units and runs them on a
 few Python threads, the calling thread included; the kernels release the GIL, so the threads
 run on all cores. numba's own ``parallel=True`` would do the same with ``prange``, but
-compiling a parallel kernel costs several times a serial one (for the CG solver, 9 s against
-4 s on these machines, paid on the first fit of every fresh machine, container or CI runner),
-and a kernel needed both with and without the thread pool was compiled twice. Units are
+compiling a parallel kernel costs several times a serial one (paid on the first fit of every
+fresh machine, container or CI runner; the README's *Cold start* has the figures), and a
+kernel needed both with and without the thread pool was compiled twice. Units are
 claimed in order as threads free up, so a few long rows do not leave a thread idle, and a
 Ctrl-C is seen between units (each a few milliseconds).
 
@@ -32,17 +32,23 @@ from numba.core import event
 
 __all__ = [
     "NOTICE_AFTER",
+    "UNITS_PER_THREAD",
+    "chunk_bounds",
     "cost_bounds",
     "even_bounds",
     "kernel_threads",
     "parallel_for",
     "set_thread_limit",
+    "thread_bounds",
 ]
 
 T = TypeVar("T")
 
 #: seconds a compile may take before the one-line notice
 NOTICE_AFTER = 2.0
+#: units per thread when work is split into equal parts (:func:`thread_bounds`): threads that
+#: finish early take more, since rows and users differ in cost
+UNITS_PER_THREAD = 4
 
 _local = threading.local()
 
@@ -60,11 +66,24 @@ def set_thread_limit(threads: int) -> None:
     _local.limit = int(threads)
 
 
-def even_bounds(n: int, units: int) -> np.ndarray:
+def even_bounds(n: int, units: int) -> list[int]:
     """``units + 1`` boundaries splitting ``range(n)`` into ``units`` near-equal parts (fewer
     when ``n`` is smaller; one empty part when ``n`` is 0)."""
     units = max(1, min(units, n))
-    return np.linspace(0, n, units + 1).round().astype(np.int64)
+    return [n * j // units for j in range(units + 1)]
+
+
+def thread_bounds(n: int, threads: int = 0) -> list[int]:
+    """:func:`even_bounds` with ``UNITS_PER_THREAD`` parts for each of ``threads`` threads
+    (0: :func:`kernel_threads`)."""
+    if n <= 1:
+        return [0, n]
+    return even_bounds(n, UNITS_PER_THREAD * (threads or kernel_threads()))
+
+
+def chunk_bounds(n: int, size: int) -> list[int]:
+    """Boundaries splitting ``range(n)`` into parts of ``size`` (the last one shorter)."""
+    return [*range(0, n, size), n]
 
 
 def cost_bounds(cumulative: np.ndarray, units: int) -> np.ndarray:
@@ -89,7 +108,9 @@ def parallel_for(
     """
     edges = [int(b) for b in bounds]
     n = len(edges) - 1
-    results: list = [None] * max(n, 0)
+    if n <= 1:  # nothing to share (a single-user request): no thread settings to read
+        return [fn(edges[0], edges[1])] if n == 1 else []
+    results: list = [None] * n
     threads = min(threads or kernel_threads(), n)
     if threads <= 1:
         for j in range(n):

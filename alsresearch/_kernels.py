@@ -33,7 +33,7 @@ import numpy as np
 import scipy.linalg
 from numba import njit
 
-from alsresearch._jit import even_bounds, kernel_threads, parallel_for
+from alsresearch._jit import parallel_for, thread_bounds
 
 #: reassociation lets the k-long dot products vectorise; results stay deterministic because the
 #: order of operations is fixed at compile time and does not depend on threads.
@@ -181,7 +181,7 @@ def over_blocks(kernel, args, n_rows, block, units=None, threads=0) -> int:
     blocks (default: about four ranges per thread, the same number of blocks each)."""
     n_blocks = (n_rows + block - 1) // block
     if units is None:
-        units = even_bounds(n_blocks, 4 * (threads or kernel_threads()))
+        units = thread_bounds(n_blocks, threads)
 
     def run(b0: int, b1: int) -> int:
         return int(kernel(*args, b0 * block, min(n_rows, b1 * block)))
@@ -266,7 +266,7 @@ def rows_times(Y, M, out, threads=0) -> None:
             out[a:b] = Y[a:b] @ M
 
     n_chunks = (n + BASIS_ROWS - 1) // BASIS_ROWS
-    parallel_for(run, even_bounds(n_chunks, 4 * (threads or kernel_threads())), threads)
+    parallel_for(run, thread_bounds(n_chunks, threads), threads)
 
 
 def whitened_rows(kernel, args, X, L, Linv, block, units=None, threads=0) -> int:

@@ -44,7 +44,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
-from alsresearch._jit import even_bounds, kernel_threads, parallel_for
+from alsresearch._jit import parallel_for, thread_bounds
 from alsresearch._simd import (
     PATHS,
     add,
@@ -511,12 +511,7 @@ def topk_quantized(
                 mode, out_idx, out_val, over, tile_lo, tile_hi,
             )  # fmt: skip
 
-        if n_tiles == 1:
-            screen(0, 1)  # on the calling thread, without parallel_for's ~8 us of set-up
-        else:
-            # a few tiles a unit, so threads that finish early take more units (users' costs
-            # differ several-fold)
-            parallel_for(screen, even_bounds(n_tiles, min(n_tiles, 4 * kernel_threads())))
+        parallel_for(screen, thread_bounds(n_tiles))  # one tile: on the calling thread
     if over.any():  # the screen could not separate these users' scores: score every item
         hard = rows[over]
         scores = X[hard].astype(np.float64) @ factors.T.astype(np.float64)

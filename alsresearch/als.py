@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from alsresearch import _kernels, _quantized
-from alsresearch._jit import cost_bounds, kernel_threads, parallel_for
+from alsresearch._jit import chunk_bounds, cost_bounds, kernel_threads, parallel_for
 from alsresearch.base import Recommender, validate_n
 from alsresearch.checks import check_choice, check_float, check_int
 from alsresearch.data import coerce_interactions
@@ -168,8 +168,7 @@ def _gram(F: np.ndarray, threads: int = 1) -> np.ndarray:
     n = len(F)
     if n <= _GRAM_ROWS:
         return F.T @ F
-    bounds = np.arange(0, n + _GRAM_ROWS, _GRAM_ROWS).clip(max=n)
-    parts = parallel_for(lambda a, b: F[a:b].T @ F[a:b], bounds, threads)
+    parts = parallel_for(lambda a, b: F[a:b].T @ F[a:b], chunk_bounds(n, _GRAM_ROWS), threads)
     total = parts[0]
     for part in parts[1:]:
         total += part

@@ -492,7 +492,7 @@ class _Lanes:
     batch: ThreadPoolExecutor
 
     def shutdown(self) -> None:
-        for pool in {id(self.single): self.single, id(self.batch): self.batch}.values():
+        for pool in (self.single, self.batch):
             pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -2,8 +2,9 @@
 
 One kernel serves every model's ``recommend`` / ``recommend_batch`` and the evaluator: a
 bounded min-heap per row, O(n_items log k), parallel over units of rows
-(:func:`alsresearch._jit.parallel_for`; a single row runs on the calling thread alone). Ties go to the lower item index, so results are deterministic. Rows with fewer
-than ``k`` candidates are padded with index -1 and score -inf.
+(:func:`alsresearch._jit.parallel_for`; a single row runs on the calling thread alone). Ties
+go to the lower item index, so results are deterministic. Rows with fewer than ``k``
+candidates are padded with index -1 and score -inf.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
-from alsresearch._jit import parallel_for
+from alsresearch._jit import chunk_bounds, parallel_for
 
 __all__ = ["heap_sort", "offer", "topk"]
 
@@ -158,6 +159,5 @@ def topk(
     out_idx = np.empty((b, k), dtype=np.int64)
     out_val = np.empty((b, k), dtype=scores.dtype)
     args = (scores, rows, indptr, indices, k, out_idx, out_val)
-    units = np.append(np.arange(0, b, _UNIT_ROWS), b)
-    parallel_for(lambda lo, hi: _topk_rows(*args, lo, hi), units)
+    parallel_for(lambda lo, hi: _topk_rows(*args, lo, hi), chunk_bounds(b, _UNIT_ROWS))
     return out_idx, out_val

@@ -51,22 +51,22 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serve_helpers
 from _common import median, report_and_exit, run_isolated
+
+from tests.serve_helpers import Server
 
 SCRIPT = str(Path(__file__).resolve())
 STATES = ("fresh", "warm")
@@ -77,7 +77,7 @@ TARGET_STEPS = ("fit", "evaluate", "recommend")
 TARGET_SECONDS = 15.0
 FACTORS, ITERATIONS, ALPHA, REG = 64, 15, 40.0, 0.01
 TEST_FRACTION, SPLIT_SEED, K = 0.2, 42, 10
-WORKER_TIMEOUT, TUNE_TIMEOUT, SERVE_TIMEOUT = 900.0, 900.0, 600.0
+WORKER_TIMEOUT, TUNE_TIMEOUT = 900.0, 900.0
 
 
 # ---------------------------------------------------------------------- workers
@@ -251,64 +251,21 @@ def run_tune(work: Path, env: dict, tag: str) -> dict:
     return {"tune": seconds, "tune trial": trial}
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_serve(work: Path, env: dict, tag: str, model_path: Path, user) -> dict:
-    """Start `alsresearch serve` and time it until GET /recommendations/<user> answers 200."""
-    port = _free_port()
-    log_path = work / f"serve-{tag}.log"
-    cmd = [sys.executable, "-m", "alsresearch", "serve", "--model", str(model_path)]
-    cmd += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-    url = f"http://127.0.0.1:{port}/recommendations/{quote(str(user), safe='')}?n=10"
-    with open(log_path, "w") as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            while True:
-                elapsed = time.perf_counter() - start
-                if proc.poll() is not None:
-                    raise StepFailed(
-                        f"serve ({tag}) exited (code {proc.returncode}) before answering: "
-                        f"{' '.join(cmd)}\n{_tail(log_path)}"
-                    )
-                if elapsed > SERVE_TIMEOUT:
-                    raise StepFailed(
-                        f"serve ({tag}) gave no 200 within {SERVE_TIMEOUT:.0f} s: {url}\n"
-                        f"{_tail(log_path)}"
-                    )
-                try:
-                    with urllib.request.urlopen(url, timeout=30) as resp:
-                        body = resp.read()
-                        if resp.status == 200:
-                            seconds = time.perf_counter() - start
-                            answer = json.loads(body)
-                            break
-                except urllib.error.HTTPError as exc:  # up but refusing: a real failure
-                    raise StepFailed(
-                        f"serve ({tag}) answered {exc.code} to {url}: {exc.read()[:500]!r}\n"
-                        f"{_tail(log_path)}"
-                    ) from exc
-                except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                    pass  # not listening yet
-                time.sleep(0.05)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-    n = len(answer.get("recommendations", []))
-    if n == 0:
-        raise StepFailed(f"serve ({tag}) answered 200 with no recommendations: {answer}")
-    return {"serve": seconds, "serve source": answer.get("source")}
+    """Start `alsresearch serve` (tests.serve_helpers.Server: up once /health answers) and time
+    it until GET /recommendations/<user> has answered."""
+    start = time.perf_counter()
+    try:
+        with Server(model_path, env=env, cwd=work) as server:
+            answer = httpx.get(
+                f"{server.url}/recommendations/{quote(str(user), safe='')}?n=10", timeout=60
+            )
+            seconds = time.perf_counter() - start
+    except RuntimeError as exc:  # died or never answered /health: the reason and its stderr
+        raise StepFailed(f"serve ({tag}): {exc}") from exc
+    if answer.status_code != 200 or not answer.json().get("recommendations"):
+        raise StepFailed(f"serve ({tag}) answered {answer.status_code}: {answer.text[:500]}")
+    return {"serve": seconds, "serve source": answer.json().get("source")}
 
 
 # ---------------------------------------------------------------------- one round

@@ -45,15 +45,19 @@ def serve_command(model: Path, port: int, *extra: str) -> list[str]:
 class Server:
     """``with Server(model) as server: httpx.get(server.url + "/health")``.
 
-    Starts the service, waits until /health answers, and stops it (SIGTERM, then SIGKILL) on
-    exit. If the process dies during start-up, RuntimeError carries its stderr. A thread reads
-    stderr as it comes (so a chatty server never blocks on a full pipe): ``stderr()`` is the
-    text so far.
+    Starts the service (in ``cwd``, default the checkout, with ``env``, default this process's
+    environment), waits until /health answers, and stops it (SIGTERM, then SIGKILL) on exit. If
+    the process dies during start-up, RuntimeError carries its stderr. A thread reads stderr as
+    it comes (so a chatty server never blocks on a full pipe): ``stderr()`` is the text so far.
     """
 
-    def __init__(self, model: Path, *extra: str) -> None:
+    def __init__(
+        self, model: Path, *extra: str, env: dict | None = None, cwd: Path | None = None
+    ) -> None:
         self.model = Path(model)
         self.extra = extra
+        self.env = os.environ if env is None else env
+        self.cwd = REPO if cwd is None else cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -71,11 +75,11 @@ class Server:
     def __enter__(self) -> Server:
         self.process = subprocess.Popen(
             serve_command(self.model, self.port, *self.extra),
-            cwd=REPO,
+            cwd=self.cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**self.env, "PYTHONUNBUFFERED": "1"},
         )
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()

@@ -84,8 +84,19 @@ def test_even_bounds_split_evenly():
     b = _jit.even_bounds(10, 3)
     assert b[0] == 0 and b[-1] == 10 and len(b) == 4
     assert np.diff(b).min() >= 3 and np.diff(b).max() <= 4
-    assert _jit.even_bounds(2, 8).tolist() == [0, 1, 2]  # never an empty unit
-    assert _jit.even_bounds(0, 4).tolist() == [0, 0]
+    assert _jit.even_bounds(2, 8) == [0, 1, 2]  # never an empty unit
+    assert _jit.even_bounds(0, 4) == [0, 0]
+
+
+def test_thread_bounds_give_each_thread_several_units():
+    assert _jit.thread_bounds(100, 2) == _jit.even_bounds(100, 2 * _jit.UNITS_PER_THREAD)
+    assert _jit.thread_bounds(1, 2) == [0, 1] and _jit.thread_bounds(0, 2) == [0, 0]
+
+
+def test_chunk_bounds_cut_fixed_parts():
+    assert _jit.chunk_bounds(10, 4) == [0, 4, 8, 10]
+    assert _jit.chunk_bounds(8, 4) == [0, 4, 8]
+    assert _jit.chunk_bounds(0, 4) == [0]
 
 
 def test_cost_bounds_balance_cost_and_cover_every_part():
