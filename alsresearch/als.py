@@ -64,6 +64,7 @@ _SCREEN_MIN_SCORES = 1 << 27
 
 Solver = Literal["cholesky", "cg"]
 Scaling = Literal["raw", "log"]
+RegularizationScaling = Literal["none", "count", "frequency"]
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -86,6 +87,20 @@ class ALSConfig:
     """lambda in ``lambda (|X|^2 + |Y|^2)``; it also keeps every per-user system
     ``Y^T C_u Y + lambda I`` positive definite, so it must be > 0. Not scaled by counts (the same
     convention as implicit's CPU ALS)."""
+
+    regularization_scaling: RegularizationScaling = "none"
+    """How lambda varies by row. ``"none"``: one lambda for every row, ``lambda (|X|^2 +
+    |Y|^2)``. ``"count"``: row ``u`` is regularized by ``lambda * n_u``, its number of stored
+    cells (ALS-WR, Zhou et al. 2008; what Spark MLlib's implicit ALS does), and item rows by
+    ``lambda * n_i``; a row with no cells gets ``lambda``. ``"frequency"``: ``lambda *
+    (w_u / mean_w) ** regularization_exponent``, with ``w_u = sum_i c_ui`` the row's total
+    confidence weight over all items (observed or not) and ``mean_w`` its mean over the rows of
+    that side (Rendle, Krichene, Zhang & Koren 2022's frequency regularization, in this model's
+    weights): lambda keeps its meaning at the average row, so one lambda range serves every
+    exponent, and exponent 0 is ``"none"``."""
+
+    regularization_exponent: float = 1.0
+    """nu of ``regularization_scaling="frequency"`` (ignored by the other modes; >= 0)."""
 
     solver: Solver = "cg"
     """``"cholesky"``: every row solved exactly, ``x_u = (Y^T C_u Y + lambda I)^{-1} Y^T C_u p_u``,
@@ -139,6 +154,14 @@ class ALSConfig:
             self,
             "regularization",
             check_float(self.regularization, "regularization", low=0.0, low_open=True),
+        )
+        check_choice(
+            self.regularization_scaling, "regularization_scaling", ("none", "count", "frequency")
+        )
+        set_(
+            self,
+            "regularization_exponent",
+            check_float(self.regularization_exponent, "regularization_exponent", low=0.0),
         )
         check_choice(self.solver, "solver", ("cholesky", "cg"))
         check_choice(self.scaling, "scaling", ("raw", "log"))
@@ -283,6 +306,8 @@ class ALSModel(Recommender):
         iterations: int = 15,
         alpha: float = 40.0,
         regularization: float = 0.01,
+        regularization_scaling: RegularizationScaling = "none",
+        regularization_exponent: float = 1.0,
         solver: Solver = "cg",
         cg_steps: int = 4,
         scaling: Scaling = "raw",
@@ -295,6 +320,8 @@ class ALSModel(Recommender):
             iterations=iterations,
             alpha=alpha,
             regularization=regularization,
+            regularization_scaling=regularization_scaling,
+            regularization_exponent=regularization_exponent,
             solver=solver,
             cg_steps=cg_steps,
             scaling=scaling,
