@@ -3,15 +3,18 @@
 Notation (Hu, Koren & Volinsky 2008). A half-sweep updates every row ``u`` of ``X`` with the
 other side ``Y`` fixed. Row ``u`` of a CSR matrix lists its observed cells ``i`` with
 ``w_ui = c_ui - 1`` (the confidence minus one, ``alpha * r`` or ``alpha * log1p(r)``), and
-``p_ui = 1`` on exactly those cells. Every kernel receives ``G = Y^T Y + lambda I`` (computed
-once per half-sweep with BLAS), so each row's normal equations are::
+``p_ui = 1`` on exactly those cells. With the row's own ``lambda_u`` (one lambda for all rows,
+or scaled by the row's count or weight: ``ALSConfig.regularization_scaling``) its normal
+equations are::
 
-    A_u x_u = b_u,   A_u = G + sum_i w_ui y_i y_i^T,   b_u = sum_i (1 + w_ui) y_i
+    A_u x_u = b_u,   A_u = Y^T Y + lambda_u I + sum_i w_ui y_i y_i^T,   b_u = sum_i (1 + w_ui) y_i
 
-:func:`cholesky_sweep` (fold-in) builds ``A_u`` in O(k^2 nnz_u), never O(k^2 n_items). The
-fit's solvers work in a basis where ``G`` is the identity (``G = L L^T``, once per half-sweep):
-:func:`cg_sweep` never builds ``A_u`` (O(k nnz_u) per step), and :func:`exact_sweep` solves a
-row with fewer cells than k through an nnz_u x nnz_u system.
+:func:`cholesky_sweep` (fold-in) receives ``G = Y^T Y + lambda_u I`` and builds ``A_u`` in
+O(k^2 nnz_u), never O(k^2 n_items). The fit's solvers work in the eigenbasis of ``Y^T Y``
+(:func:`eigenbasis`, once per half-sweep), where every row's shared part is diagonal, and
+scale each row so that it is the identity: :func:`cg_sweep` never builds ``A_u`` (O(k nnz_u)
+per step), and :func:`exact_sweep` solves a row with fewer cells than k through an
+nnz_u x nnz_u system.
 
 Every kernel is serial over a range of rows (``row_lo..row_hi``, on block boundaries) and
 releases the GIL (``nogil=True``); :func:`alsresearch._jit.parallel_for` runs ranges on several
@@ -230,23 +233,23 @@ def cholesky_rows(indptr, indices, w, Y, G, X, loss_part, block, row_lo, row_hi)
     return failed
 
 
-def whitening(G, dtype):
-    """``(L, L^{-1}, L^{-T})`` in ``dtype`` for the Cholesky factor ``L L^T = G``; None when
-    ``G`` is not numerically positive definite. O(k^3) in float64 (LAPACK), once per
-    half-sweep."""
-    G = np.asarray(G, dtype=np.float64)
+def eigenbasis(gram, dtype):
+    """``(Q, Q^T, evals)`` in ``dtype`` for the eigendecomposition ``gram = Q diag(evals) Q^T``
+    of the other side's ``Y^T Y`` (eigenvalues clipped at 0, which they are in exact
+    arithmetic); None when ``gram`` is not finite. O(k^3) in float64 (LAPACK), once per
+    half-sweep.
+
+    In the rotated basis (rows of ``X Q`` and ``Y Q``) every row's shared part
+    ``Y^T Y + lambda_u I`` is the diagonal ``evals + lambda_u``, whatever the row's own
+    ``lambda_u``, so one rotation serves rows regularized differently (see :func:`cg_rows`)."""
+    G = np.asarray(gram, dtype=np.float64)
     if not np.all(np.isfinite(G)):
         return None
-    try:
-        L64 = scipy.linalg.cholesky(G, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        return None
-    eye = np.eye(len(G))
-    Linv64 = scipy.linalg.solve_triangular(L64, eye, lower=True, check_finite=False)
+    evals, Q = scipy.linalg.eigh(G, check_finite=False)
     return (
-        L64.astype(dtype),
-        Linv64.astype(dtype),
-        np.ascontiguousarray(Linv64.T).astype(dtype),
+        Q.astype(dtype),
+        np.ascontiguousarray(Q.T).astype(dtype),
+        np.maximum(evals, 0).astype(dtype),
     )
 
 
@@ -269,28 +272,55 @@ def rows_times(Y, M, out, threads=0) -> None:
     parallel_for(run, thread_bounds(n_chunks, threads), threads)
 
 
-def whitened_rows(kernel, args, X, L, Linv, block, units=None, threads=0) -> int:
-    """:func:`over_blocks` of a kernel that works in the whitened basis (:func:`cg_rows`,
-    :func:`exact_rows`) on the rows of ``X``, which is one of ``args``: ``X`` moves to that
-    basis in place (``z = L^T x``: rows of ``X L``) before, and back (``x = L^{-T} z``: rows of
-    ``Z L^{-1}``) after, also when the kernel is interrupted; one BLAS product per
-    ``BASIS_ROWS`` rows each way (far faster than one per block of a few rows)."""
-    rows_times(X, L, X, threads)
+def rotated_rows(kernel, args, X, Q, QT, block, units=None, threads=0) -> int:
+    """:func:`over_blocks` of a kernel that works in the rotated basis of :func:`eigenbasis`
+    (:func:`cg_rows`, :func:`exact_rows`) on the rows of ``X``, which is one of ``args``:
+    ``X`` moves to that basis in place (rows of ``X Q``) before, and back (rows of ``X Q^T``)
+    after, also when the kernel is interrupted; one BLAS product per ``BASIS_ROWS`` rows each
+    way (far faster than one per block of a few rows)."""
+    rows_times(X, Q, X, threads)
     try:
         return over_blocks(kernel, args, len(X), block, units, threads)
     finally:
-        rows_times(X, Linv, X, threads)
+        rows_times(X, QT, X, threads)
 
 
-def _whiten(G, Y, Yz, threads):
-    """:func:`whitening` of ``G`` and all of ``Yz = Y L^{-T}``; ``(L, L^{-1})``, or None
-    (``Yz`` untouched) when ``G`` is not numerically positive definite."""
-    factors = whitening(G, Y.dtype)
-    if factors is None:
-        return None
-    L, Linv, LinvT = factors
-    rows_times(Y, LinvT, Yz, threads)
-    return L, Linv
+def rotated_sweep(
+    kernel, extra, indptr, indices, w, Y, gram, lam_rows, X, loss_part, block, Yr, threads=0,
+    units=None,
+):  # fmt: skip
+    """A half-sweep of a rotated-basis kernel (:func:`cg_rows`, :func:`exact_rows`, which take
+    ``extra`` after ``loss_part``) with all its inputs: :func:`eigenbasis` of ``gram`` (the
+    other side's ``Y^T Y``), ``Yr = Y Q`` (scratch shaped like ``Y``), ``lam_rows`` (each
+    row's lambda), then :func:`rotated_rows` (``units`` as in :func:`over_blocks`). Returns -1
+    (``X`` untouched) when ``gram`` is not finite, else the kernel's count of failed rows."""
+    basis = eigenbasis(gram, Y.dtype)
+    if basis is None:
+        return -1
+    Q, QT, evals = basis
+    rows_times(Y, Q, Yr, threads)
+    lam_rows = np.asarray(lam_rows, dtype=Y.dtype)
+    args = (indptr, indices, w, Yr, X, loss_part, *extra, block, evals, lam_rows)
+    return rotated_rows(kernel, args, X, Q, QT, block, units, threads)
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _row_scale(evals, lam, sc, k):
+    """``sc = (evals + lam)^{-1/2}``: the rotated basis's diagonal shared part of a row
+    regularized by ``lam``, as the scale that whitens it."""
+    for a in range(k):
+        sc[a] = 1 / np.sqrt(evals[a] + lam)
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _gather_scaled(indptr, indices, Y, u, sc, out):
+    """:func:`_gather` of row ``u``'s cells, each factor row multiplied by ``sc``."""
+    p0 = indptr[u]
+    for q in range(indptr[u + 1] - p0):
+        src = Y[indices[p0 + q]]
+        for a in range(Y.shape[1]):
+            out[q, a] = src[a] * sc[a]
+    return indptr[u + 1] - p0
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -394,66 +424,73 @@ def _push_through(Yu, wu, nu, K, t, z, k):
     return True
 
 
-def cg_sweep(indptr, indices, w, Y, G, X, loss_part, steps, block, Yz, threads=0):
-    """Approximate half-sweep: ``steps`` conjugate-gradient steps per row on ``A_u x = b_u``,
-    preconditioned by the shared part ``G``, warm-started from the current ``X[u]`` (updated
-    in place). ``Yz`` is scratch shaped like ``Y``. Returns -1 (``X`` untouched) when ``G`` is
-    not numerically positive definite, else 0 (the convention of :func:`exact_sweep`).
+def cg_sweep(indptr, indices, w, Y, gram, lam_rows, X, loss_part, steps, block, Yr, threads=0):
+    """Approximate half-sweep: ``steps`` conjugate-gradient steps per row on ``A_u x = b_u``
+    with ``A_u = Y^T Y + lambda_u I + sum_i w_ui y_i y_i^T`` (``gram = Y^T Y``, ``lam_rows``
+    each row's ``lambda_u``), preconditioned by the row's shared part ``Y^T Y + lambda_u I``,
+    warm-started from the current ``X[u]`` (updated in place). ``Yr`` is scratch shaped like
+    ``Y``. Returns -1 (``X`` untouched) when ``gram`` is not finite, else 0 (the convention of
+    :func:`exact_sweep`).
 
-    With ``G = L L^T`` (Cholesky, once per half-sweep), ``x = L^{-T} z`` and the whitened other
-    side ``Yz = Y L^{-T}`` (rows ``z_i = L^{-1} y_i``, one BLAS product), row ``u``'s system
-    becomes ``(I + sum_i w_ui z_i z_i^T) z = sum_i (1 + w_ui) z_i``, and ``x_u . y_i = z . z_i``.
-    This is CG preconditioned by ``G`` (Takacs, Pilaszy & Tikk 2011 warm-start it; the
-    preconditioner is our addition): a step costs O(k nnz_u) with no k x k product, and all
-    but at most nnz_u eigenvalues are 1, so short rows converge in a few steps (one step solves
-    an empty row). ``X`` moves to and from the whitened basis with a few large BLAS products
-    (:func:`whitened_rows`); each row gathers its cells' whitened factors once into contiguous
-    scratch and runs all its steps on them while they are in cache. A step computes
-    ``d . A d = d . d + sum_i w_i (z_i . d)^2`` from the pass ``Y_u d`` and then adds
-    ``-step Y_u^T W_u Y_u d`` straight into the residual (no vector ``A d``), except in a
-    row's last step, which needs no new residual (a pass over the cells fewer). ``s = Y_u z`` is
-    carried through the steps (``s += step * Y_u d``) when the loss is wanted, so it needs no
-    extra pass over the cells. :func:`cg_rows` can give short rows fewer steps.
+    With ``Y^T Y = Q diag(e) Q^T`` (:func:`eigenbasis`, once per half-sweep) and the rotated
+    other side ``Yr = Y Q`` (one BLAS product), row ``u``'s shared part is the diagonal
+    ``D_u = diag(e + lambda_u)``; with ``z = D_u^{1/2} Q^T x`` and ``z_i = D_u^{-1/2} Q^T y_i``
+    its system becomes ``(I + sum_i w_ui z_i z_i^T) z = sum_i (1 + w_ui) z_i``, and
+    ``x_u . y_i = z . z_i``. This is CG preconditioned by the shared part (Takacs, Pilaszy &
+    Tikk 2011 warm-start it; the preconditioner is our addition): a step costs O(k nnz_u) with
+    no k x k product, and all but at most nnz_u eigenvalues are 1, so short rows converge in a
+    few steps (one step solves an empty row). ``X`` moves to and from the rotated basis with a
+    few large BLAS products (:func:`rotated_rows`); each row scales its own ``z`` (O(k)) and
+    gathers its cells' scaled factors once into contiguous scratch and runs all its steps on
+    them while they are in cache. A step computes ``d . A d = d . d + sum_i w_i (z_i . d)^2``
+    from the pass ``Y_u d`` and then adds ``-step Y_u^T W_u Y_u d`` straight into the residual
+    (no vector ``A d``), except in a row's last step, which needs no new residual (a pass over
+    the cells fewer). ``s = Y_u z`` is carried through the steps (``s += step * Y_u d``) when
+    the loss is wanted, so it needs no extra pass over the cells. :func:`cg_rows` can give
+    short rows fewer steps.
     """
-    whitened = _whiten(G, Y, Yz, threads)
-    if whitened is None:
-        return -1
-    L, Linv = whitened
     step_cells = np.zeros(steps, dtype=np.int64)  # every row takes every step
-    args = (indptr, indices, w, Yz, X, loss_part, step_cells, block)
-    return whitened_rows(cg_rows, args, X, L, Linv, block, threads=threads)
+    args = (indptr, indices, w, Y, gram, lam_rows, X, loss_part, block, Yr, threads)
+    return rotated_sweep(cg_rows, (step_cells,), *args)
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def cg_rows(indptr, indices, w, Yz, Z, loss_part, step_cells, block, row_lo, row_hi):
-    """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` in the whitened basis: ``Yz`` the
-    whitened other side, ``Z`` the rows ``z = L^T x`` (updated in place; see
-    :func:`whitened_rows`). Step ``j`` (from 0) is taken by the rows with at least
+def cg_rows(
+    indptr, indices, w, Yr, Z, loss_part, step_cells, block, evals, lam_rows, row_lo, row_hi
+):
+    """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` in the rotated basis: ``Yr`` the
+    rotated other side, ``Z`` the rotated rows ``Q^T x`` (updated in place; see
+    :func:`rotated_rows`), ``evals`` the eigenvalues of the other side's Gram matrix and
+    ``lam_rows`` each row's lambda. Step ``j`` (from 0) is taken by the rows with at least
     ``step_cells[j]`` cells (a row with n cells takes as many steps as there are entries at
     most n, and at most n + 1 steps, which solve it). Every row's result is independent
     of the others and of ``block`` (rows per scratch allocation). Returns 0."""
-    k = Yz.shape[1]
+    k = Yr.shape[1]
     n_blocks = (row_hi - row_lo + block - 1) // block
     want_loss = len(loss_part) > 0
     tiny = 1e-20
+    sc = np.empty(k, dtype=Yr.dtype)
     for blk in range(n_blocks):
         lo = row_lo + blk * block
         hi = min(row_hi, lo + block)
         m = _max_row_length(indptr, lo, hi)
-        Yu_buf = np.empty((m, k), dtype=Yz.dtype)
-        sd = np.empty(m, dtype=Yz.dtype)  # Y_u d
-        t = np.empty(m, dtype=Yz.dtype)  # per-cell weights of a product Y_u^T t
+        Yu_buf = np.empty((m, k), dtype=Yr.dtype)
+        sd = np.empty(m, dtype=Yr.dtype)  # Y_u d
+        t = np.empty(m, dtype=Yr.dtype)  # per-cell weights of a product Y_u^T t
         sz = np.empty(m, dtype=np.float64)  # Y_u z, carried through the steps
-        tmp = np.empty(k, dtype=Yz.dtype)
-        r = np.empty(k, dtype=Yz.dtype)
-        d = np.empty(k, dtype=Yz.dtype)
+        tmp = np.empty(k, dtype=Yr.dtype)
+        r = np.empty(k, dtype=Yr.dtype)
+        d = np.empty(k, dtype=Yr.dtype)
         for u in range(lo, hi):
             p0 = indptr[u]
             nu = indptr[u + 1] - p0
             Yu = Yu_buf[:nu]
-            _gather(indptr, indices, Yz, u, Yu)
+            _row_scale(evals, lam_rows[u], sc, k)
+            _gather_scaled(indptr, indices, Yr, u, sc, Yu)
             wu = w[p0 : p0 + nu]
             z = Z[u]
+            for a in range(k):  # rotated -> this row's whitened basis
+                z[a] /= sc[a]
             # residual r = b - A z = sum_i (1 + w_i - w_i s_i) z_i - z, with s = Y_u z
             _rows_dot(Yu, z, sd, k)
             for q in range(nu):
@@ -499,6 +536,8 @@ def cg_rows(indptr, indices, w, Yz, Z, loss_part, step_cells, block, row_lo, row
                     d[a] = r[a] + beta * d[a]
                     dd += d[a] * d[a]
                 rs = rs_new
+            for a in range(k):  # and back
+                z[a] *= sc[a]
             if want_loss:
                 acc = 0.0
                 for q in range(nu):
@@ -507,49 +546,49 @@ def cg_rows(indptr, indices, w, Yz, Z, loss_part, step_cells, block, row_lo, row
     return 0
 
 
-def exact_sweep(indptr, indices, w, Y, G, X, loss_part, block, Yz, threads=0):
-    """Exact half-sweep like :func:`cholesky_sweep`, in the whitened basis of :func:`cg_sweep`
-    (``Yz`` is scratch shaped like ``Y``): row ``u`` solves
-    ``(I + Z_u^T W_u Z_u) z = Z_u^T (1 + w_u)`` and ``x_u = L^{-T} z``.
+def exact_sweep(indptr, indices, w, Y, gram, lam_rows, X, loss_part, block, Yr, threads=0):
+    """Exact half-sweep like :func:`cholesky_sweep`, in the rotated and per-row whitened basis
+    of :func:`cg_sweep` (same arguments, ``Yr`` scratch shaped like ``Y``): row ``u`` solves
+    ``(I + Z_u^T W_u Z_u) z = Z_u^T (1 + w_u)``.
 
     A row with fewer cells than k and positive weights solves the small ``nnz_u x nnz_u``
     system of :func:`_push_through` instead, in O(k nnz_u^2 + nnz_u^3) rather than
     O(k^2 nnz_u + k^3): the cheaper system for the many short rows of heavy-tailed data; other
     rows build the k x k system as :func:`cholesky_sweep` does. Fold-in keeps
-    :func:`cholesky_sweep`: for one row, whitening the whole other side would cost more than
+    :func:`cholesky_sweep`: for one row, rotating the whole other side would cost more than
     the solve. Returns the number of rows whose system was not numerically positive definite
-    (their row of ``X`` is left unchanged, up to rounding), or -1 (``X`` untouched) when ``G``
-    is not.
+    (their row of ``X`` is left unchanged, up to rounding), or -1 (``X`` untouched) when
+    ``gram`` is not finite.
     """
-    whitened = _whiten(G, Y, Yz, threads)
-    if whitened is None:
-        return -1
-    L, Linv = whitened
-    args = (indptr, indices, w, Yz, X, loss_part, block)
-    return whitened_rows(exact_rows, args, X, L, Linv, block, threads=threads)
+    args = (indptr, indices, w, Y, gram, lam_rows, X, loss_part, block, Yr, threads)
+    return rotated_sweep(exact_rows, (), *args)
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def exact_rows(indptr, indices, w, Yz, Z, loss_part, block, row_lo, row_hi):
-    """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep` in the whitened basis (see
+def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, evals, lam_rows, row_lo, row_hi):
+    """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep` in the rotated basis (see
     :func:`cg_rows`); returns the number of rows whose system was not numerically positive
     definite."""
-    k = Yz.shape[1]
+    k = Yr.shape[1]
+    sc = np.empty(k, dtype=Yr.dtype)
     n_blocks = (row_hi - row_lo + block - 1) // block
     failed = 0
     want_loss = len(loss_part) > 0
     for blk in range(n_blocks):
         lo = row_lo + blk * block
         hi = min(row_hi, lo + block)
-        Yu, Yw, A, b = _system_scratch(indptr, lo, hi, Yz)
+        Yu, Yw, A, b = _system_scratch(indptr, lo, hi, Yr)
         mk = min(Yu.shape[0], k)
-        K = np.empty((mk, mk), dtype=Yz.dtype)
-        t = np.empty(mk, dtype=Yz.dtype)
+        K = np.empty((mk, mk), dtype=Yr.dtype)
+        t = np.empty(mk, dtype=Yr.dtype)
         for u in range(lo, hi):
             p0 = indptr[u]
-            nu = _gather(indptr, indices, Yz, u, Yu)
+            _row_scale(evals, lam_rows[u], sc, k)
+            nu = _gather_scaled(indptr, indices, Yr, u, sc, Yu)
             wu = w[p0 : p0 + nu]
             z = Z[u]
+            for a in range(k):  # rotated -> this row's whitened basis
+                z[a] /= sc[a]
             if not (nu < k and _push_through(Yu[:nu], wu, nu, K, t, z, k)):
                 _cell_system(Yu, wu, nu, Yw, A, b, k)
                 for a in range(k):
@@ -561,6 +600,8 @@ def exact_rows(indptr, indices, w, Yz, Z, loss_part, block, row_lo, row_hi):
                     failed += 1
             if want_loss:
                 loss_part[u] = _gathered_loss(Yu, wu, nu, z, k)
+            for a in range(k):  # and back
+                z[a] *= sc[a]
     return failed
 
 

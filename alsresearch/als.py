@@ -222,11 +222,48 @@ def _regularised(gram: np.ndarray, lam: float) -> np.ndarray:
     return G
 
 
-def _loss_from_parts(xtx: np.ndarray, yty: np.ndarray, observed: float, lam: float) -> float:
-    """``trace(X^T X Y^T Y) + observed-cell part + lambda (|X|^2 + |Y|^2)`` in float64."""
+def _loss_from_parts(xtx: np.ndarray, yty: np.ndarray, observed: float, penalty: float) -> float:
+    """``trace(X^T X Y^T Y) + observed-cell part + penalty`` in float64, ``penalty`` being
+    :func:`_penalty`'s ``sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2``."""
     xtx = xtx.astype(np.float64)
     yty = yty.astype(np.float64)
-    return float(np.sum(xtx * yty) + observed + lam * (np.trace(xtx) + np.trace(yty)))
+    return float(np.sum(xtx * yty) + observed + penalty)
+
+
+def _penalty(F: np.ndarray, lam_rows: np.ndarray) -> float:
+    """``sum_u lambda_u |f_u|^2`` in float64."""
+    if len(F) == 0:
+        return 0.0
+    norms = np.einsum("ij,ij->i", F, F, dtype=np.float64)
+    return float(norms @ lam_rows)
+
+
+def row_regularization(
+    m: sp.csr_matrix,
+    w: np.ndarray,
+    lam: float,
+    mode: str = "none",
+    exponent: float = 1.0,
+    mean_weight: float | None = None,
+) -> tuple[np.ndarray, float]:
+    """Each row's lambda (float64) for the rows of ``m`` whose stored cells carry the weights
+    ``w = c - 1``, under ``regularization_scaling`` ``mode`` (see :class:`ALSConfig`), and the
+    mean row weight used: ``"frequency"`` divides by ``mean_weight`` when given (fold-in uses
+    the training rows'), else by the mean over these rows. A row's weight is
+    ``sum_i c_ui = n_columns + sum_i w_ui`` over all its columns, observed or not."""
+    n_rows, n_columns = m.shape
+    nnz = np.diff(m.indptr)
+    rows = np.repeat(np.arange(n_rows), nnz)
+    weight = n_columns + np.bincount(rows, weights=np.asarray(w, np.float64), minlength=n_rows)
+    if mean_weight is None:
+        mean_weight = float(weight.mean()) if n_rows else 1.0
+    if mode == "none":
+        lam_rows = np.full(n_rows, lam, dtype=np.float64)
+    elif mode == "count":
+        lam_rows = lam * np.maximum(nnz, 1).astype(np.float64)
+    else:
+        lam_rows = lam * (weight / mean_weight) ** exponent
+    return lam_rows, mean_weight
 
 
 def objective(
@@ -236,9 +273,13 @@ def objective(
     alpha: float = 40.0,
     regularization: float = 0.01,
     scaling: Scaling = "raw",
+    regularization_scaling: RegularizationScaling = "none",
+    regularization_exponent: float = 1.0,
 ) -> float:
     """The exact ALS objective of any factors on raw counts ``X``, without a dense matrix:
-    ``sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + lambda (|X|^2 + |Y|^2)`` (see the module docstring).
+    ``sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2``
+    (see the module docstring; ``lambda_u`` from ``regularization_scaling``, see
+    :class:`ALSConfig`: all equal to ``regularization`` under ``"none"``).
 
     The sum over all cells is ``trace(X^T X Y^T Y)`` plus a correction over the observed cells
     only, so the cost is O((n_users + n_items) k^2 + nnz k). Used for ``loss_history`` and to
@@ -254,20 +295,40 @@ def objective(
             f"X has shape {m.shape}; user_factors {U.shape} and item_factors {V.shape} "
             "do not match it"
         )
-    side = _Side(m, alpha, scaling, U.dtype)
-    observed = _kernels.observed_loss(side.indptr, side.indices, side.w, U, V, _BLOCK).sum()
-    return _loss_from_parts(_gram(U), _gram(V), float(observed), regularization)
+    cfg = ALSConfig(
+        alpha=alpha,
+        regularization=regularization,
+        scaling=scaling,
+        regularization_scaling=regularization_scaling,
+        regularization_exponent=regularization_exponent,
+    )  # validates the arguments
+    users = _Side(m, cfg, U.dtype)
+    items = _Side(m.tocsc().T.tocsr(), cfg, U.dtype)
+    observed = _kernels.observed_loss(users.indptr, users.indices, users.w, U, V, _BLOCK).sum()
+    penalty = _penalty(U, users.lam_rows) + _penalty(V, items.lam_rows)
+    return _loss_from_parts(_gram(U), _gram(V), float(observed), penalty)
 
 
 class _Side:
-    """One side of the problem: CSR arrays of the rows to solve and their ``c - 1`` values."""
+    """One side of the problem: CSR arrays of the rows to solve, their ``c - 1`` values and
+    each row's lambda (:func:`row_regularization`; ``mean_weight`` as there)."""
 
-    __slots__ = ("indices", "indptr", "w")
+    __slots__ = ("indices", "indptr", "lam_rows", "mean_weight", "w")
 
-    def __init__(self, m: sp.csr_matrix, alpha: float, scaling: str, dtype) -> None:
+    def __init__(
+        self, m: sp.csr_matrix, cfg: ALSConfig, dtype, mean_weight: float | None = None
+    ) -> None:
         self.indptr = m.indptr.astype(np.int64)
         self.indices = m.indices.astype(np.int32)
-        self.w = confidence_minus_one(m.data, alpha, scaling, dtype)
+        self.w = confidence_minus_one(m.data, cfg.alpha, cfg.scaling, dtype)
+        self.lam_rows, self.mean_weight = row_regularization(
+            m,
+            self.w,
+            cfg.regularization,
+            cfg.regularization_scaling,
+            cfg.regularization_exponent,
+            mean_weight,
+        )
 
     def cost(self, k: int, schedule: np.ndarray | None) -> np.ndarray:
         """Cumulative work estimate of the kernels at block boundaries (length
@@ -330,6 +391,7 @@ class ALSModel(Recommender):
             num_threads=num_threads,
         )
         self.loss_history = []
+        self._user_mean_weight = 1.0  # the training users' mean weight (frequency scaling)
         self._yty: np.ndarray | None = None
         self._screen: _quantized.QuantizedItems | None = None
 
@@ -363,8 +425,8 @@ class ALSModel(Recommender):
         k = cfg.factors
         threads = cfg.num_threads or kernel_threads()
         check_factor_memory(data.n_users, data.n_items, k, dtype.itemsize, threads)
-        users = _Side(data.matrix, cfg.alpha, cfg.scaling, dtype)
-        items = _Side(data.matrix.tocsc().T.tocsr(), cfg.alpha, cfg.scaling, dtype)
+        users = _Side(data.matrix, cfg, dtype)
+        items = _Side(data.matrix.tocsc().T.tocsr(), cfg, dtype)
         cg = cfg.solver == "cg"
         schedules = {
             id(side): _cg_schedule(cfg.cg_steps, k, side is items) if cg else None
@@ -377,6 +439,7 @@ class ALSModel(Recommender):
         self.loss_history = []
         self._yty = None
         self._screen = None
+        self._user_mean_weight = users.mean_weight
         self._set_training_data(data)  # before the loop, so callbacks can recommend
 
         item_loss = np.empty(data.n_items, dtype=np.float64)
@@ -399,7 +462,9 @@ class ALSModel(Recommender):
                 yty = _gram(self.item_factors, threads)
             self._yty = yty
             self._screen = None  # the sweeps changed item_factors in place
-            loss = _loss_from_parts(xtx, yty, item_loss.sum(), cfg.regularization)
+            penalty = _penalty(self.user_factors, users.lam_rows)
+            penalty += _penalty(self.item_factors, items.lam_rows)
+            loss = _loss_from_parts(xtx, yty, item_loss.sum(), penalty)
             self.loss_history.append(loss)
             if show_progress:
                 print(
@@ -425,31 +490,23 @@ class ALSModel(Recommender):
     ) -> None:
         """Update every row of ``out`` with ``other`` fixed, on ``threads`` threads;
         ``loss_part`` (optional) receives each row's observed-cell part of the loss;
-        ``whitened`` is scratch for the whitened ``other`` (see :func:`_kernels.cg_sweep`), at
+        ``whitened`` is scratch for the rotated ``other`` (see :func:`_kernels.cg_sweep`), at
         least as many rows as ``other``; ``steps`` is the side's :func:`_cg_schedule` (CG
         only) and ``cost`` is ``side.cost(...)`` with it."""
-        cfg = self.config
-        G = _regularised(gram, cfg.regularization)
         loss_part = np.empty(0) if loss_part is None else loss_part
-        factors = _kernels.whitening(G, other.dtype)
-        if factors is None:
-            raise FloatingPointError(
-                "the shared part Y^T Y + lambda I of the per-row systems is not numerically "
-                "positive definite; raise regularization or use dtype='float64'"
-            )
-        L, Linv, LinvT = factors
-        Yz = whitened[: len(other)]
-        _kernels.rows_times(other, LinvT, Yz, threads)
         n_blocks = len(cost) - 1
         units = max(_UNITS_PER_THREAD * threads, -(-n_blocks // _UNIT_BLOCKS))
-        if cfg.solver == "cholesky":
-            kernel = _kernels.exact_rows
-            args = (side.indptr, side.indices, side.w, Yz, out, loss_part, _BLOCK)
+        if self.config.solver == "cholesky":
+            kernel, extra = _kernels.exact_rows, ()
         else:
-            kernel = _kernels.cg_rows
-            args = (side.indptr, side.indices, side.w, Yz, out, loss_part, steps, _BLOCK)
-        bounds = cost_bounds(cost, units)
-        failed = _kernels.whitened_rows(kernel, args, out, L, Linv, _BLOCK, bounds, threads)
+            kernel, extra = _kernels.cg_rows, (steps,)
+        args = (side.indptr, side.indices, side.w, other, gram, side.lam_rows, out, loss_part)
+        args += (_BLOCK, whitened[: len(other)], threads, cost_bounds(cost, units))
+        failed = _kernels.rotated_sweep(kernel, extra, *args)
+        if failed < 0:
+            raise FloatingPointError(
+                "the factors' Gram matrix Y^T Y is not finite; lower alpha or use dtype='float64'"
+            )
         if failed:
             raise FloatingPointError(
                 f"{failed} per-row systems were not numerically positive definite; "
@@ -462,8 +519,9 @@ class ALSModel(Recommender):
         self._check_fitted()
         cfg = self.config
         return objective(
-            X, self.user_factors, self.item_factors, cfg.alpha, cfg.regularization, cfg.scaling
-        )
+            X, self.user_factors, self.item_factors, cfg.alpha, cfg.regularization, cfg.scaling,
+            cfg.regularization_scaling, cfg.regularization_exponent,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ scoring
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -494,7 +552,9 @@ class ALSModel(Recommender):
         """Factors of a user with counts ``weights`` on items ``item_idx`` (internal indices),
         by one exact solve against the fixed item factors: the same confidence and
         regularization as training, so a training user's own history gives that user's next
-        half-sweep row. Items with weight 0 carry no interaction."""
+        half-sweep row. Items with weight 0 carry no interaction. The row is regularized as a
+        training row with these counts would be (``regularization_scaling``; ``"frequency"``
+        against the training users' mean weight, kept in the model file)."""
         self._check_fitted()
         n_items = len(self.item_factors)
         item_idx = np.asarray(item_idx, dtype=np.int64)
@@ -512,10 +572,10 @@ class ALSModel(Recommender):
             (weights, (np.zeros(len(item_idx), dtype=np.int64), item_idx)), shape=(1, n_items)
         ).tocsr()  # sums duplicate items, sorts, and drops zero weights below
         row.eliminate_zeros()
-        side = _Side(row, self.config.alpha, self.config.scaling, self.dtype)
+        side = _Side(row, self.config, self.dtype, self._user_mean_weight)
         if self._yty is None:
             self._yty = _gram(self.item_factors)
-        G = _regularised(self._yty, self.config.regularization)
+        G = _regularised(self._yty, side.lam_rows[0])
         x = np.zeros((1, self.config.factors), dtype=self.dtype)
         failed = _kernels.cholesky_rows(
             side.indptr, side.indices, side.w, self.item_factors, G, x, np.empty(0), _BLOCK, 0, 1
@@ -555,6 +615,7 @@ class ALSModel(Recommender):
             "user_factors": self.user_factors,
             "item_factors": self.item_factors,
             "loss_history": np.asarray(self.loss_history, dtype=np.float64),
+            "user_mean_weight": np.asarray(self._user_mean_weight, dtype=np.float64),
         }
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -577,5 +638,15 @@ class ALSModel(Recommender):
         if history.ndim != 1:
             raise ValueError(f"loss_history must be 1-D, got shape {history.shape}")
         self.loss_history = history.tolist()
+        if "user_mean_weight" in state:
+            mean = np.asarray(state["user_mean_weight"], dtype=np.float64)
+            if mean.shape != () or not np.isfinite(mean) or mean <= 0:
+                raise ValueError(f"user_mean_weight must be one positive number, got {mean!r}")
+            self._user_mean_weight = float(mean)
+        elif self.config.regularization_scaling == "frequency":
+            raise ValueError(
+                "model state lacks user_mean_weight, which regularization_scaling='frequency' "
+                "needs to fold in new users"
+            )
         self._yty = None
         self._screen = None

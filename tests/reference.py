@@ -16,18 +16,43 @@ def dense_confidence(counts: sp.spmatrix, alpha: float, scaling: str = "raw") ->
     return 1.0 + alpha * (np.log1p(R) if scaling == "log" else R)
 
 
-def solve_rows(
-    counts: sp.spmatrix, Y: np.ndarray, alpha: float, lam: float, scaling: str = "raw"
+def row_lambdas(
+    counts: sp.spmatrix,
+    alpha: float,
+    lam: float,
+    mode: str,
+    exponent: float = 1.0,
+    scaling: str = "raw",
+    mean_weight: float | None = None,
 ) -> np.ndarray:
-    """One exact half-sweep: ``x_u = (Y^T C_u Y + lambda I)^{-1} Y^T C_u p_u`` for every row."""
+    """Each row's lambda under a regularization scaling, from the dense matrices:
+    ``"none"`` lambda; ``"count"`` lambda times the row's number of nonzero counts (at least
+    1); ``"frequency"`` lambda (w_u / mean w)^exponent with w_u the row's sum of c_ui over every
+    column (mean over the rows, or ``mean_weight``)."""
+    R = sp.csr_matrix(counts).toarray()
+    if mode == "none":
+        return np.full(R.shape[0], float(lam))
+    if mode == "count":
+        return lam * np.maximum((R > 0).sum(axis=1), 1).astype(np.float64)
+    weight = dense_confidence(counts, alpha, scaling).sum(axis=1)
+    mean = weight.mean() if mean_weight is None else mean_weight
+    return lam * (weight / mean) ** exponent
+
+
+def solve_rows(
+    counts: sp.spmatrix, Y: np.ndarray, alpha: float, lam, scaling: str = "raw"
+) -> np.ndarray:
+    """One exact half-sweep: ``x_u = (Y^T C_u Y + lambda_u I)^{-1} Y^T C_u p_u`` for every row
+    (``lam``: one lambda, or one per row)."""
     R = sp.csr_matrix(counts).toarray()
     C = dense_confidence(counts, alpha, scaling)
     P = (R > 0).astype(np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     k = Y.shape[1]
+    lams = np.broadcast_to(np.asarray(lam, dtype=np.float64), (R.shape[0],))
     out = np.empty((R.shape[0], k))
     for u in range(R.shape[0]):
-        A = Y.T @ (C[u][:, None] * Y) + lam * np.eye(k)
+        A = Y.T @ (C[u][:, None] * Y) + lams[u] * np.eye(k)
         b = Y.T @ (C[u] * P[u])
         out[u] = np.linalg.solve(A, b)
     return out
@@ -40,11 +65,18 @@ def objective(
     alpha: float,
     lam: float,
     scaling: str = "raw",
+    mode: str = "none",
+    exponent: float = 1.0,
 ) -> float:
-    """``sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + lambda (|X|^2 + |Y|^2)`` on dense matrices."""
+    """``sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2``
+    on dense matrices, the lambdas from :func:`row_lambdas` (all ``lam`` when ``mode`` is
+    ``"none"``)."""
     R = sp.csr_matrix(counts).toarray()
     C = dense_confidence(counts, alpha, scaling)
     P = (R > 0).astype(np.float64)
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
-    return float(np.sum(C * (P - X @ Y.T) ** 2) + lam * (np.sum(X**2) + np.sum(Y**2)))
+    lam_u = row_lambdas(counts, alpha, lam, mode, exponent, scaling)
+    lam_i = row_lambdas(sp.csr_matrix(counts).T, alpha, lam, mode, exponent, scaling)
+    penalty = lam_u @ np.sum(X**2, axis=1) + lam_i @ np.sum(Y**2, axis=1)
+    return float(np.sum(C * (P - X @ Y.T) ** 2) + penalty)

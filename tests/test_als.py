@@ -31,29 +31,28 @@ def varied_counts(rng, n_users=70, n_items=45, k_max=None) -> sp.csr_matrix:
 
 
 def kernel_half_sweep(
-    solver, counts, Y, dtype, scaling="raw", steps=3, X0=None, alpha=ALPHA, threads=0
+    solver, counts, Y, dtype, scaling="raw", steps=3, X0=None, alpha=ALPHA, threads=0, lam=LAM
 ):
     """One half-sweep of a kernel (``"cholesky"``: fold-in's, ``"exact"``: fit's exact solver,
     ``"cg"``) on ``threads`` threads, with inputs built here (not by als.py) from the
-    formulas."""
+    formulas. ``lam``: one lambda, or one per row (not for ``"cholesky"``)."""
     m = sp.csr_matrix(counts)
     r = m.data.astype(np.float64)
     w = (alpha * (np.log1p(r) if scaling == "log" else r)).astype(dtype)
     Y = np.ascontiguousarray(Y, dtype=dtype)
-    G = (Y.astype(np.float64).T @ Y.astype(np.float64) + LAM * np.eye(Y.shape[1])).astype(dtype)
+    gram = Y.astype(np.float64).T @ Y.astype(np.float64)
+    lam_rows = np.broadcast_to(np.asarray(lam, dtype=np.float64), (m.shape[0],))
     X = np.zeros((m.shape[0], Y.shape[1]), dtype=dtype) if X0 is None else X0.astype(dtype)
     indptr, indices = m.indptr.astype(np.int64), m.indices.astype(np.int32)
     if solver == "cholesky":
+        G = (gram + lam * np.eye(Y.shape[1])).astype(dtype)
         failed = _kernels.cholesky_sweep(indptr, indices, w, Y, G, X, np.empty(0), 16, threads)
     elif solver == "exact":
-        scratch = np.empty_like(Y)
-        failed = _kernels.exact_sweep(
-            indptr, indices, w, Y, G, X, np.empty(0), 16, scratch, threads
-        )
+        args = (indptr, indices, w, Y, gram, lam_rows, X, np.empty(0), 16, np.empty_like(Y))
+        failed = _kernels.exact_sweep(*args, threads)
     else:
-        failed = _kernels.cg_sweep(
-            indptr, indices, w, Y, G, X, np.empty(0), steps, 16, np.empty_like(Y), threads
-        )
+        args = (indptr, indices, w, Y, gram, lam_rows, X, np.empty(0), steps, 16)
+        failed = _kernels.cg_sweep(*args, np.empty_like(Y), threads)
     assert failed == 0
     return X
 
@@ -129,13 +128,10 @@ def test_cg_rows_take_the_steps_their_length_allows(rng):
     Y = rng.normal(scale=0.3, size=(m.shape[1], 12))
     X0 = rng.normal(size=(m.shape[0], 12))
     steps = {n: kernel_half_sweep("cg", counts, Y, np.float64, steps=n, X0=X0) for n in (2, 3)}
-    w = ALPHA * m.data
-    G = Y.T @ Y + LAM * np.eye(12)
     X = X0.copy()
-    L, Linv = _kernels._whiten(G, Y, Yz := np.empty_like(Y), 1)
-    args = (m.indptr.astype(np.int64), m.indices.astype(np.int32), w, Yz, X, np.empty(0))
-    args += (np.array([0, 0, 20]), 16)
-    _kernels.whitened_rows(_kernels.cg_rows, args, X, L, Linv, 16)
+    args = (m.indptr.astype(np.int64), m.indices.astype(np.int32), ALPHA * m.data, Y, Y.T @ Y)
+    args += (np.full(len(X), LAM), X, np.empty(0), 16, np.empty_like(Y))
+    _kernels.rotated_sweep(_kernels.cg_rows, (np.array([0, 0, 20]),), *args)
     long = nnz >= 20
     assert long.sum() > 10 and (~long & (nnz > 3)).sum() > 10
     np.testing.assert_allclose(X[long], steps[3][long], rtol=1e-10, atol=1e-12)
@@ -143,11 +139,10 @@ def test_cg_rows_take_the_steps_their_length_allows(rng):
 
 
 def test_an_interrupted_sweep_leaves_the_rows_in_their_own_basis(rng):
-    """whitened_rows moves the rows to the whitened basis and back even when the kernel is
+    """rotated_rows moves the rows to the rotated basis and back even when the kernel is
     interrupted (Ctrl-C between units), so the factors stay usable."""
     Y = rng.normal(scale=0.3, size=(30, 6))
-    G = Y.T @ Y + LAM * np.eye(6)
-    L, Linv = _kernels._whiten(G, Y, np.empty_like(Y), 1)
+    Q, QT, _ = _kernels.eigenbasis(Y.T @ Y, Y.dtype)
     X0 = rng.normal(size=(50, 6))
     X = X0.copy()
 
@@ -155,7 +150,7 @@ def test_an_interrupted_sweep_leaves_the_rows_in_their_own_basis(rng):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _kernels.whitened_rows(interrupted, (X,), X, L, Linv, 16)
+        _kernels.rotated_rows(interrupted, (X,), X, Q, QT, 16)
     np.testing.assert_allclose(X, X0, rtol=1e-10, atol=1e-12)
 
 
@@ -169,14 +164,15 @@ def test_the_gram_matrix_does_not_depend_on_the_thread_count(rng):
     np.testing.assert_allclose(one, F.astype(np.float64).T @ F, rtol=1e-5)
 
 
-def test_cg_reports_a_shared_part_that_is_not_positive_definite(rng):
+def test_cg_reports_a_gram_matrix_that_is_not_finite(rng):
     counts = varied_counts(rng)
     Y = rng.normal(size=(counts.shape[1], 4))
     m = sp.csr_matrix(counts)
     X = np.ones((m.shape[0], 4))
+    gram = np.full((4, 4), np.inf)
     failed = _kernels.cg_sweep(
         m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(np.float64),
-        Y, -np.eye(4), X, np.empty(0), 3, 16, np.empty_like(Y),
+        Y, gram, np.full(len(X), LAM), X, np.empty(0), 3, 16, np.empty_like(Y),
     )  # fmt: skip
     assert failed == -1 and np.all(X == 1)
 
