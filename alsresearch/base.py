@@ -58,6 +58,7 @@ MODEL_TYPES = {
     "als": "alsresearch.als:ALSModel",
     "popularity": "alsresearch.baselines:PopularityModel",
     "random": "alsresearch.baselines:RandomModel",
+    "ease": "alsresearch.baselines:EASEModel",
 }
 
 
