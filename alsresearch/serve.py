@@ -8,7 +8,8 @@ answers:
 
 - ``GET /recommendations/{user_id}?n=10``: ``{"user_id": 42, "recommendations": [{"item_id":
   1337, "score": 0.94}, ...], "model": "als_baseline", "model_version": "3f2a9c01b7d4",
-  "source": "als"}``. Unknown users get the most popular items with ``"source":
+  "source": "als"}`` (``"source"`` is the served model's type: ``"als"``, or ``"ease"`` for an
+  EASE model file). Unknown users get the most popular items with ``"source":
   "popularity"``. Items the user has in the training data are never recommended.
   ``model_version`` is the first 12 hex digits of the served model file's sha256 (the one its
   card records), so every answer says which model file gave it.
@@ -93,7 +94,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 
 from alsresearch._jit import set_thread_limit
-from alsresearch.base import Recommender, load_model
+from alsresearch.base import MODEL_TYPES, Recommender, load_model
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions
 from alsresearch.errors import ModelFileError
@@ -241,7 +242,7 @@ class RecommendationService:
             for pos, i, v in zip(known.tolist(), idx, val, strict=True):
                 keep = i >= 0
                 recs = _recommendations(item_ids[i[keep]], v[keep])
-                out[pos] = self._answer(users[pos], recs, "als")
+                out[pos] = self._answer(users[pos], recs, self.model.model_type)
         if known.size < len(users):
             popular = self._popular(n)
             for pos in np.flatnonzero(rows < 0).tolist():
@@ -261,7 +262,7 @@ class RecommendationService:
         else:
             try:
                 ids, scores = self.model.recommend_for_history(known, n=n)
-                source = "als"
+                source = self.model.model_type
             except FloatingPointError:  # a fold-in system too ill-conditioned to solve
                 ids, scores = self.fallback.recommend_for_history(known, n=n)
                 source = "popularity"
@@ -699,7 +700,8 @@ def create_app(
         Field(ge=1, le=MAX_N, description=f"list length, 1..{MAX_N}"),
         BeforeValidator(_integral_number),
     ]
-    Source = Literal["als", "popularity"]
+    # the model type that ranked the list ("als", "ease", ...), or "popularity" for the fallback
+    Source = Literal[tuple(MODEL_TYPES)]
     forbid = ConfigDict(extra="forbid")
     version_doc = "first 12 hex digits of the model file's sha256 (GET /model: live)"
 

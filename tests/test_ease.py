@@ -319,7 +319,7 @@ def test_served_ease_model(data, fitted, tmp_path):
         unknown = client.get("/recommendations/987654321", params={"n": 5})
     assert known.status_code == 200 and unknown.status_code == 200
     known, unknown = known.json(), unknown.json()
-    assert known["user_id"] == user and known["source"] == "als"  # serve's name for the model
+    assert known["user_id"] == user and known["source"] == "ease"  # the model type ranked it
     assert [r["item_id"] for r in known["recommendations"]] == data.item_ids[want].tolist()
     np.testing.assert_allclose(
         [r["score"] for r in known["recommendations"]], ref_scores[row, want], rtol=1e-5, atol=1e-5
