@@ -25,12 +25,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf, dpotri
 
+from alsresearch import limits
 from alsresearch.base import Recommender
 from alsresearch.checks import check_float, check_int
 from alsresearch.data import coerce_interactions
-from alsresearch.limits import available_memory
 
-__all__ = ["MAX_ITEMS", "EASEModel", "PopularityModel", "RandomModel", "ease_memory_bytes"]
+__all__ = ["EASEModel", "PopularityModel", "RandomModel", "ease_memory_bytes"]
 
 
 class PopularityModel(Recommender):
@@ -148,9 +148,6 @@ class RandomModel(Recommender):
         self.seed_ = int(seed)
 
 
-#: the most items :class:`EASEModel` fits (items with a training interaction): its float64
-#: Gram/inverse and float32 weights take 12 bytes x n_items^2, 4.5 GiB at 20,000 items
-MAX_ITEMS = 20_000
 #: target bytes of one block of rows of the dense matrices (the scratch of a fit)
 _BLOCK_BYTES = 32 * 2**20
 _GIB = 2**30
@@ -164,15 +161,15 @@ def ease_memory_bytes(n_items: int) -> int:
 
 def _check_ease_size(n_items: int, n_catalogue: int) -> None:
     """Raise ValueError before anything dense is allocated when ``n_items`` is over
-    :data:`MAX_ITEMS` or its matrices would not fit in the memory available now."""
+    :data:`~alsresearch.limits.MAX_EASE_ITEMS` or its matrices would not fit in the memory available now."""
     what = f"n_items = {n_items:,} (items with training interactions, of {n_catalogue:,})"
-    if n_items > MAX_ITEMS:
+    if n_items > limits.MAX_EASE_ITEMS:
         raise ValueError(
             f"EASE needs dense n_items x n_items matrices, and {what} is over the limit of "
-            f"MAX_ITEMS = {MAX_ITEMS:,} items (alsresearch.baselines.MAX_ITEMS); use ALS for "
+            f"MAX_EASE_ITEMS = {limits.MAX_EASE_ITEMS:,} items (alsresearch.limits); use ALS for "
             "a catalogue this large, or fit on fewer items"
         )
-    need, available = ease_memory_bytes(n_items), available_memory()
+    need, available = ease_memory_bytes(n_items), limits.available_memory()
     if need > available:
         raise ValueError(
             f"EASE with {what} needs {need / _GIB:.2f} GiB (float64 Gram/inverse and float32 "
@@ -248,7 +245,7 @@ class EASEModel(Recommender):
     Items without a training interaction have zero rows and columns in ``B`` exactly (their
     block of ``P`` is ``I / lambda``), so the dense matrices cover only the items with one:
     ``active_items`` (sorted catalogue indices) and ``weights`` (``B`` on them). At most
-    :data:`MAX_ITEMS` of them (12 bytes x n_items^2 at the peak of a fit, checked against the
+    :data:`~alsresearch.limits.MAX_EASE_ITEMS` of them (12 bytes x n_items^2 at the peak of a fit, checked against the
     memory available too, before anything dense is allocated): EASE is for catalogues of up
     to tens of thousands of items; fitting takes O(n_items^3) time.
 

@@ -13,6 +13,7 @@ __all__ = [
     "MAX_BATCH_WORK",
     "MAX_BODY_BYTES",
     "MAX_CG_STEPS",
+    "MAX_EASE_ITEMS",
     "MAX_FACTORS",
     "MAX_HEARTBEAT",
     "MAX_ITERATIONS",
@@ -44,6 +45,9 @@ MAX_ITERATIONS = 10_000
 MAX_FACTORS = 1024
 #: conjugate-gradient steps per row (``cg_steps``); k steps already solve exactly
 MAX_CG_STEPS = 1024
+#: items with training interactions an EASE fit takes (``EASEModel``): its dense float64
+#: Gram/inverse and float32 weights take 12 bytes x n_items^2, 4.5 GiB at 20,000 items
+MAX_EASE_ITEMS = 20_000
 #: trials of one sweep (``tune --trials``)
 MAX_TRIALS = 10_000
 #: worker processes of one sweep (``tune --workers``)

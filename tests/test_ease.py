@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from alsresearch import baselines
+from alsresearch import baselines, limits
 from alsresearch.base import load_model
 from alsresearch.baselines import EASEModel, PopularityModel
 from alsresearch.data import Interactions
@@ -220,13 +220,13 @@ def test_too_small_regularization_for_the_data_is_a_clear_error():
 
 
 def test_too_many_items_stops_before_allocating(monkeypatch):
-    monkeypatch.setattr(baselines, "MAX_ITEMS", 100)
+    monkeypatch.setattr(limits, "MAX_EASE_ITEMS", 100)
     items = np.arange(2000)  # every item has one user
     counts = sp.csr_matrix((np.ones(2000), (items % 50, items)), shape=(50, 2000))
     model = EASEModel()
     tracemalloc.start()
     try:
-        with pytest.raises(ValueError, match=r"n_items = 2,000 .* MAX_ITEMS = 100"):
+        with pytest.raises(ValueError, match=r"n_items = 2,000 .* MAX_EASE_ITEMS = 100"):
             model.fit(counts)
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -236,7 +236,7 @@ def test_too_many_items_stops_before_allocating(monkeypatch):
 
 
 def test_too_little_memory_is_a_clear_error(monkeypatch, data):
-    monkeypatch.setattr(baselines, "available_memory", lambda: 10_000)
+    monkeypatch.setattr(limits, "available_memory", lambda: 10_000)
     with pytest.raises(ValueError, match=r"n_items = 38 .* needs 0\.06 GiB .* only 0\.00 GiB"):
         EASEModel().fit(data)
 
