@@ -2,9 +2,12 @@
 
 Hu, Koren & Volinsky, "Collaborative Filtering for Implicit Feedback Datasets", ICDM 2008.
 For raw counts ``r_ui`` the model sets the preference ``p_ui = 1[r_ui > 0]`` and the confidence
-``c_ui = 1 + alpha * r_ui`` (or ``1 + alpha * log1p(r_ui)``), then minimises::
+``c_ui = 1 + alpha * r_ui`` (or ``1 + alpha * log1p(r_ui)``; ``confidence="linear"``: implicit's
+``alpha * r_ui`` on observed cells and 1 elsewhere), then minimises::
 
-    L(X, Y) = sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + lambda (|X|_F^2 + |Y|_F^2)
+    L(X, Y) = sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2
+
+with every ``lambda_u = lambda_i = lambda`` by default (``regularization_scaling`` varies them)
 
 over user factors ``X`` (n_users x k) and item factors ``Y`` (n_items x k), alternating exact
 (or conjugate-gradient) solves of every user with ``Y`` fixed and every item with ``X`` fixed.
@@ -64,6 +67,7 @@ _SCREEN_MIN_SCORES = 1 << 27
 
 Solver = Literal["cholesky", "cg"]
 Scaling = Literal["raw", "log"]
+Confidence = Literal["hkv", "linear"]
 RegularizationScaling = Literal["none", "count", "frequency"]
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -122,6 +126,13 @@ class ALSConfig:
     exactly). 4 by default: implicit's 3 on every row lag the exact solver measurably in loss
     after 15 iterations on heavy-tailed counts; k steps would be exact in exact arithmetic."""
 
+    confidence: Confidence = "hkv"
+    """``"hkv"``: ``c_ui = 1 + alpha * r_ui`` on observed cells (the paper's), 1 elsewhere.
+    ``"linear"``: ``c_ui = alpha * r_ui`` on observed cells, 1 elsewhere: the objective of
+    implicit's ``AlternatingLeastSquares`` (which takes the matrix it is given as ``r``), for
+    like-for-like comparisons and :mod:`alsresearch.compat.implicit`. Needs ``alpha > 0``; an
+    observed cell with ``alpha * r < 1`` then weighs less than an unobserved one."""
+
     scaling: Scaling = "raw"
     """How counts become confidence: ``"raw"`` ``c = 1 + alpha * r``; ``"log"``
     ``c = 1 + alpha * log1p(r)`` (the paper's ``1 + alpha log(1 + r / epsilon)`` with
@@ -165,6 +176,12 @@ class ALSConfig:
         )
         check_choice(self.solver, "solver", ("cholesky", "cg"))
         check_choice(self.scaling, "scaling", ("raw", "log"))
+        check_choice(self.confidence, "confidence", ("hkv", "linear"))
+        if self.confidence == "linear" and self.alpha == 0:
+            raise ValueError(
+                "confidence='linear' needs alpha > 0 (c = alpha * r would give observed cells "
+                "no weight), got alpha = 0"
+            )
         dtype = self.dtype
         name = dtype if isinstance(dtype, str) else getattr(np.dtype(dtype), "name", None)
         if name not in _DTYPES:
@@ -178,10 +195,15 @@ class ALSConfig:
         return dataclasses.asdict(self)
 
 
-def confidence_minus_one(counts: np.ndarray, alpha: float, scaling: str, dtype) -> np.ndarray:
-    """``c - 1`` for raw counts: ``alpha * r`` or ``alpha * log1p(r)`` (see ALSConfig.scaling)."""
+def confidence_minus_one(
+    counts: np.ndarray, alpha: float, scaling: str, dtype, confidence: str = "hkv"
+) -> np.ndarray:
+    """``c - 1`` for the raw counts of observed cells: ``alpha * r`` or ``alpha * log1p(r)``
+    (see ALSConfig.scaling), one less under ``confidence="linear"`` (``c = alpha * r``)."""
     counts = np.asarray(counts, dtype=np.float64)
     w = alpha * (np.log1p(counts) if scaling == "log" else counts)
+    if confidence == "linear":
+        w -= 1.0
     return w.astype(dtype)
 
 
@@ -275,11 +297,13 @@ def objective(
     scaling: Scaling = "raw",
     regularization_scaling: RegularizationScaling = "none",
     regularization_exponent: float = 1.0,
+    confidence: Confidence = "hkv",
 ) -> float:
     """The exact ALS objective of any factors on raw counts ``X``, without a dense matrix:
     ``sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2``
-    (see the module docstring; ``lambda_u`` from ``regularization_scaling``, see
-    :class:`ALSConfig`: all equal to ``regularization`` under ``"none"``).
+    (see the module docstring; ``c_ui`` from ``confidence`` and ``scaling``, ``lambda_u`` from
+    ``regularization_scaling``, see :class:`ALSConfig`: all equal to ``regularization`` under
+    ``"none"``).
 
     The sum over all cells is ``trace(X^T X Y^T Y)`` plus a correction over the observed cells
     only, so the cost is O((n_users + n_items) k^2 + nnz k). Used for ``loss_history`` and to
@@ -301,6 +325,7 @@ def objective(
         scaling=scaling,
         regularization_scaling=regularization_scaling,
         regularization_exponent=regularization_exponent,
+        confidence=confidence,
     )  # validates the arguments
     users = _Side(m, cfg, U.dtype)
     items = _Side(m.tocsc().T.tocsr(), cfg, U.dtype)
@@ -320,7 +345,7 @@ class _Side:
     ) -> None:
         self.indptr = m.indptr.astype(np.int64)
         self.indices = m.indices.astype(np.int32)
-        self.w = confidence_minus_one(m.data, cfg.alpha, cfg.scaling, dtype)
+        self.w = confidence_minus_one(m.data, cfg.alpha, cfg.scaling, dtype, cfg.confidence)
         self.lam_rows, self.mean_weight = row_regularization(
             m,
             self.w,
@@ -371,6 +396,7 @@ class ALSModel(Recommender):
         regularization_exponent: float = 1.0,
         solver: Solver = "cg",
         cg_steps: int = 4,
+        confidence: Confidence = "hkv",
         scaling: Scaling = "raw",
         dtype: Any = np.float32,
         random_state: int | None = None,
@@ -385,6 +411,7 @@ class ALSModel(Recommender):
             regularization_exponent=regularization_exponent,
             solver=solver,
             cg_steps=cg_steps,
+            confidence=confidence,
             scaling=scaling,
             dtype=dtype,
             random_state=random_state,
@@ -520,7 +547,7 @@ class ALSModel(Recommender):
         cfg = self.config
         return objective(
             X, self.user_factors, self.item_factors, cfg.alpha, cfg.regularization, cfg.scaling,
-            cfg.regularization_scaling, cfg.regularization_exponent,
+            cfg.regularization_scaling, cfg.regularization_exponent, cfg.confidence,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ scoring
