@@ -29,9 +29,12 @@ and still returns the exact answer:
    the screen cannot separate the scores, e.g. an all-zero user, or k above the unseen items)
    is answered by a float64 matrix product and the shared top-k kernel instead: same answer.
 
-The answer equals the exact float32 ranking except where two items' exact scores differ by
-float32 rounding (the float64 rescoring then orders them by their true values). It does not
-depend on the code path (:func:`screen_path`: the integer arithmetic is exact) nor on how the
+The answer is the ranking every model path uses (:meth:`alsresearch.base.Recommender.
+recommend`): scores are the float64 dot products rounded to float32, ordered by that float32
+value with ties to the lower item index. The threshold is kept ``TIE_SLACK`` (a few float32
+ulps, relative) below the k-th lower bound, so items whose scores round to the same float32
+as the k-th best are never screened out before their index decides. It does not depend on the
+code path (:func:`screen_path`: the integer arithmetic is exact) nor on how the
 users are grouped into tiles and threads (each user's answer is its own).
 """
 
@@ -69,6 +72,10 @@ CHUNK_BLOCKS = 256
 #: float32 filter margins: bounds inflated so float32 rounding never rejects a candidate
 _MARGIN = 4e-6
 _REL = 1e-12
+#: the running threshold sits this far (relative) below the k-th lower bound: more than the
+#: float32 rounding of a score (2^-24 relative) plus float64 error, so an item whose score
+#: rounds to the k-th best's float32 is still rescored and its index breaks the tie
+TIE_SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -268,8 +275,11 @@ def _admit(u, i, a, slack, k, hv, hi, size, thr, thr32, cand, cup, n_cand, over)
     cup[u, n_cand[u]] = upper
     n_cand[u] += 1
     size[u] = offer(hv[u], hi[u], size[u], k, a - slack, i)  # the k best lower bounds
-    if size[u] == k and hv[u, 0] > t:
-        t = thr[u] = hv[u, 0]
+    # the threshold sits TIE_SLACK below the k-th lower bound, so that every item whose score
+    # rounds to the same float32 as the k-th best stays a candidate (ties go by index)
+    low = hv[u, 0] - abs(hv[u, 0]) * TIE_SLACK
+    if size[u] == k and low > t:
+        t = thr[u] = low
         thr32[u] = np.float32(t - abs(t) * 1e-6)  # rounded float32 never above t
 
 
@@ -359,7 +369,7 @@ def _screen_tile(
             break
 
     # exact float64 scores of the candidates whose upper bound reaches the final threshold,
-    # the best k kept with ties to the lower item index
+    # rounded to float32 (the returned scores), the best k kept with ties to the lower index
     for r in range(U):
         if over[r]:
             continue
@@ -375,7 +385,7 @@ def _screen_tile(
             s = 0.0
             for j in range(kf):
                 s += np.float64(x[j]) * np.float64(factors[i, j])
-            m = offer(s_hv, s_hi, m, k, s, i)
+            m = offer(s_hv, s_hi, m, k, np.float64(np.float32(s)), i)
         heap_sort(s_hv, s_hi, m)
         for j in range(m):
             out_idx[r, j] = s_hi[j]
@@ -514,8 +524,8 @@ def topk_quantized(
         parallel_for(screen, thread_bounds(n_tiles))  # one tile: on the calling thread
     if over.any():  # the screen could not separate these users' scores: score every item
         hard = rows[over]
-        scores = X[hard].astype(np.float64) @ factors.T.astype(np.float64)
+        scores = (X[hard].astype(np.float64) @ factors.T.astype(np.float64)).astype(np.float32)
         idx, val = topk(scores, k, seen if exclude else None, hard, inplace=True)
         out_idx[over] = idx
-        out_val[over] = val.astype(np.float32)
+        out_val[over] = val
     return out_idx, out_val

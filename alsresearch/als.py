@@ -554,7 +554,9 @@ class ALSModel(Recommender):
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
         self._check_fitted()
         rows = np.asarray(rows, dtype=np.int64)
-        return np.asarray(self.user_factors[rows] @ self.item_factors.T, dtype=np.float32)
+        X = self.user_factors[rows].astype(np.float64, copy=False)
+        Y = self.item_factors.astype(np.float64, copy=False)
+        return (X @ Y.T).astype(np.float32)  # the ranking rule of Recommender.recommend
 
     def rank_rows(
         self, rows: np.ndarray, n: int, mask: sp.csr_matrix | None
@@ -612,7 +614,8 @@ class ALSModel(Recommender):
         return x[0]
 
     def history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return np.asarray(self.item_factors @ self.fold_in(item_idx, weights), dtype=np.float32)
+        x = self.fold_in(item_idx, weights).astype(np.float64)
+        return (self.item_factors.astype(np.float64, copy=False) @ x).astype(np.float32)
 
     def similar_items(self, item, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` items with the highest cosine similarity of factors to ``item`` (an external

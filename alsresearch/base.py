@@ -205,7 +205,14 @@ class Recommender(ABC):
     def recommend(
         self, user, n: int = 10, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``n`` (item ids, scores) for a known user, best first; raises UnknownIdError."""
+        """Top-``n`` (item ids, scores) for a known user, best first; raises UnknownIdError.
+
+        One ranking rule on every path (``recommend``, ``recommend_batch``, ``topk_rows``,
+        ``recommend_for_history``, :func:`~alsresearch.evaluate.evaluate`, the service): items
+        are ordered by their float32 score, highest first, and equal scores by the lower item
+        index (the order of the catalogue, ``item_ids``). A factor model's score is the float64
+        dot product of its factors rounded to float32, whichever way it is computed, so the
+        same user gets the same list from every path."""
         row = self.user_index([user])
         idx, val = self.topk_rows(row, n, exclude_seen)
         return self._to_external(idx[0], val[0])

@@ -283,25 +283,33 @@ class EASEModel(Recommender):
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
         self._check_fitted()
         rows = np.asarray(rows, dtype=np.int64)
-        x = self.seen[rows]
-        x = sp.csr_matrix(
-            (x.data, self._column[x.indices], x.indptr), shape=(len(rows), len(self.active_items))
-        )
-        compact = np.asarray(x @ self.weights, dtype=np.float32)
-        if len(self.active_items) == self.n_items:
-            return compact
-        scores = np.zeros((len(rows), self.n_items), dtype=np.float32)
-        scores[:, self.active_items] = compact
-        return scores
+        return self._scores(self.seen[rows])
 
     def history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
         self._check_fitted()
         item_idx = np.asarray(item_idx, dtype=np.int64)
         has = np.unique(item_idx[np.asarray(weights) > 0])  # binarised, as in fit
-        cols = self._column[has]
-        cols = cols[cols >= 0]  # items without training data have zero rows in B
-        scores = np.zeros(self.n_items, dtype=np.float32)
-        scores[self.active_items] = self.weights[cols].sum(axis=0, dtype=np.float64)
+        x = sp.csr_matrix(
+            (np.ones(len(has), np.float32), has, [0, len(has)]), shape=(1, self.n_items)
+        )
+        return self._scores(x)[0]
+
+    def _scores(self, x: sp.csr_matrix) -> np.ndarray:
+        """``x B`` for binary float32 rows ``x`` over the catalogue, one way for every path (so
+        a user's own history scores exactly as the user does): the rows of ``B`` summed in
+        float32 in item order by one sparse product. Items without training data have zero
+        rows in ``B`` and are dropped from ``x``."""
+        cols = self._column[x.indices]
+        keep = cols >= 0
+        rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))[keep]
+        x = sp.csr_matrix(
+            (x.data[keep], (rows, cols[keep])), shape=(x.shape[0], len(self.active_items))
+        )
+        compact = np.asarray(x @ self.weights, dtype=np.float32)
+        if len(self.active_items) == self.n_items:
+            return compact
+        scores = np.zeros((x.shape[0], self.n_items), dtype=np.float32)
+        scores[:, self.active_items] = compact
         return scores
 
     def get_config(self) -> dict[str, Any]:
