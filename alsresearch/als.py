@@ -161,6 +161,14 @@ class ALSConfig:
         ):
             set_(self, name, check_int(getattr(self, name), name, low=low, high=high))
         set_(self, "alpha", check_float(self.alpha, "alpha", low=0.0))
+        if self.regularization == 0 and not isinstance(self.regularization, bool):
+            raise ValueError(
+                "regularization must be > 0, got 0: lambda keeps every per-row system "
+                "Y^T Y + lambda I + ... positive definite, and without it a row's system is "
+                "singular whenever the other side's factors do not span all k dimensions "
+                "(fewer items than factors, or factors that collapse); implicit accepts 0 with "
+                "CG, which then returns one of many solutions. Use a small value such as 1e-6"
+            )
         set_(
             self,
             "regularization",

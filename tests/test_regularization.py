@@ -165,3 +165,8 @@ def test_a_frequency_model_file_needs_its_mean_weight(counts):
 def test_bad_scaling_settings_name_the_field(field, value, message):
     with pytest.raises((ValueError, TypeError), match=message):
         ALSModel(**{field: value})
+
+
+def test_zero_regularization_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="regularization must be > 0, got 0: lambda keeps"):
+        ALSModel(regularization=0)
