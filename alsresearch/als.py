@@ -32,7 +32,7 @@ from alsresearch import _kernels, _quantized
 from alsresearch._jit import chunk_bounds, cost_bounds, kernel_threads, parallel_for
 from alsresearch.base import Recommender, validate_n
 from alsresearch.checks import check_choice, check_float, check_int
-from alsresearch.data import coerce_interactions
+from alsresearch.data import Interactions, coerce_interactions
 from alsresearch.limits import MAX_CG_STEPS, MAX_FACTORS, MAX_ITERATIONS, check_factor_memory
 from alsresearch.topk import topk
 
@@ -342,6 +342,46 @@ def objective(
     return _loss_from_parts(_gram(U), _gram(V), float(observed), penalty)
 
 
+def _copy_matched(source: np.ndarray, index, ids: np.ndarray, out: np.ndarray) -> int:
+    """Copy into ``out`` the rows of ``source`` whose id (``index(ids)``) is among ``ids``;
+    returns how many."""
+    idx = np.asarray(index(ids, missing="ignore"))
+    hit = idx >= 0
+    out[hit] = source[idx[hit]]
+    return int(hit.sum())
+
+
+def _check_id_kind(known: np.ndarray, new: np.ndarray, what: str) -> None:
+    """New ids must be of the kind (integers or text) the model's are: ids are kept exactly."""
+    numeric = np.asarray(known).dtype.kind in "iu"
+    if len(new) and (np.asarray(new).dtype.kind in "iu") != numeric:
+        kind = "integers" if numeric else "text"
+        raise ValueError(
+            f"the model's {what} ids are {kind}, the new ones are not (e.g. {new[:3].tolist()}); "
+            "ids are kept exactly, so they must be of the same kind"
+        )
+
+
+def _replace_rows(seen: sp.csr_matrix, rows: np.ndarray, new: sp.csr_matrix) -> sp.csr_matrix:
+    """``seen`` (binary) with the rows ``rows[j] >= 0`` replaced by row ``j`` of ``new`` and the
+    rows with ``rows[j] < 0`` appended, binary, in order."""
+    keep = np.ones(seen.shape[0])
+    keep[rows[rows >= 0]] = 0
+    kept = sp.diags(keep) @ seen
+    n_new = int((rows < 0).sum())
+    target = rows.copy()
+    target[rows < 0] = seen.shape[0] + np.arange(n_new)
+    placed = sp.coo_matrix(new)
+    placed = sp.csr_matrix(
+        (np.ones(placed.nnz), (target[placed.row], placed.col)),
+        shape=(seen.shape[0] + n_new, seen.shape[1]),
+    )
+    out = sp.vstack([kept, sp.csr_matrix((n_new, seen.shape[1]))]).tocsr() + placed
+    out.eliminate_zeros()
+    out.data[:] = 1
+    return out.astype(np.float32)
+
+
 class _Side:
     """One side of the problem: CSR arrays of the rows to solve, their ``c - 1`` values and
     each row's lambda (:func:`row_regularization`; ``mean_weight`` as there)."""
@@ -426,7 +466,10 @@ class ALSModel(Recommender):
             num_threads=num_threads,
         )
         self.loss_history = []
-        self._user_mean_weight = 1.0  # the training users' mean weight (frequency scaling)
+        # the training rows' mean weights (regularization_scaling="frequency")
+        self._user_mean_weight = self._item_mean_weight = 1.0
+        #: after ``fit(init=...)``: ``{"users": matched, "items": matched}``, else None
+        self.warm_start: dict[str, int] | None = None
         self._yty: np.ndarray | None = None
         self._screen: _quantized.QuantizedItems | None = None
 
@@ -444,6 +487,7 @@ class ALSModel(Recommender):
         X,
         callback: Callable[[int, ALSModel], bool | None] | None = None,
         show_progress: bool = False,
+        init: ALSModel | None = None,
     ) -> ALSModel:
         """Learn factors from raw counts (``Interactions`` or a scipy sparse users x items matrix).
 
@@ -451,8 +495,15 @@ class ALSModel(Recommender):
         completed iterations, 1..``iterations``; ``model.loss_history`` then has ``iteration``
         entries and ``score_rows`` / ``recommend`` use the current factors). Returning True
         stops training early. ``show_progress`` prints one line per iteration to stderr.
+
+        ``init`` (a fitted ALSModel with the same ``factors`` and ``dtype``) warm-starts the fit:
+        users and items both models know, matched by external id, start from ``init``'s
+        factors; new ones start from the usual random draw; ids ``init`` has and the data do
+        not are dropped. :attr:`warm_start` then says how many rows were matched.
         """
         data = coerce_interactions(X)
+        if init is not None:
+            self._check_init(init)
         if data.n_users == 0 or data.n_items == 0:
             raise ValueError(f"X must have at least one user and one item, got shape {data.shape}")
         cfg = self.config
@@ -471,10 +522,19 @@ class ALSModel(Recommender):
         rng = np.random.default_rng(cfg.random_state)
         self.user_factors = rng.random((data.n_users, k), dtype=dtype) * dtype.type(0.01)
         self.item_factors = rng.random((data.n_items, k), dtype=dtype) * dtype.type(0.01)
+        self.warm_start = None
+        if init is not None:
+            self.warm_start = {
+                "users": _copy_matched(init.user_factors, init.user_index, data.user_ids,
+                                       self.user_factors),
+                "items": _copy_matched(init.item_factors, init.item_index, data.item_ids,
+                                       self.item_factors),
+            }  # fmt: skip
         self.loss_history = []
         self._yty = None
         self._screen = None
         self._user_mean_weight = users.mean_weight
+        self._item_mean_weight = items.mean_weight
         self._set_training_data(data)  # before the loop, so callbacks can recommend
 
         item_loss = np.empty(data.n_items, dtype=np.float64)
@@ -643,6 +703,97 @@ class ALSModel(Recommender):
         )
         return self._to_external(idx[0], val[0])
 
+    # ------------------------------------------------------------------ between fits
+    def update_users(self, data) -> ALSModel:
+        """Recompute users' factors exactly from their full current history, with the item
+        factors fixed (implicit's ``partial_fit_users``): every user of ``data`` (Interactions
+        whose items the model knows) gets the exact least-squares row of its counts in
+        ``data``, with training's confidence and regularization; users the model knows are
+        replaced, new ones appended. Their rows of seen items (excluded from top-N) become
+        those of ``data``. Returns the model."""
+        return self._update(data, user_side=True, new_only=False)
+
+    def update_items(self, data) -> ALSModel:
+        """:meth:`update_users` for items, with the user factors fixed: every item of ``data``
+        (Interactions whose users the model knows; an item's column is its full history) is
+        re-solved, new items are appended."""
+        return self._update(data, user_side=False, new_only=False)
+
+    def add_items(self, data) -> ALSModel:
+        """Fold in items that arrived after training, from the users who interacted with them
+        (``data``: Interactions of known users x the new items): one exact least-squares solve
+        per item against the fixed user factors, so a new item can be recommended before the
+        next fit. Items the model already knows are an error (use :meth:`update_items`)."""
+        return self._update(data, user_side=False, new_only=True)
+
+    def _check_init(self, init) -> None:
+        """``fit(init=...)`` needs a fitted ALSModel of the same shape of factors."""
+        if not isinstance(init, ALSModel):
+            raise TypeError(f"init must be a fitted ALSModel, got {type(init).__name__}")
+        init._check_fitted()
+        mine, theirs = (
+            (self.config.factors, self.config.dtype),
+            (
+                init.config.factors,
+                init.config.dtype,
+            ),
+        )
+        if mine != theirs:
+            raise ValueError(
+                f"init has factors={theirs[0]}, dtype={theirs[1]!r}; this model has "
+                f"factors={mine[0]}, dtype={mine[1]!r}: a warm start needs both equal"
+            )
+
+    def _update(self, data, user_side: bool, new_only: bool) -> ALSModel:
+        self._check_fitted()
+        data = coerce_interactions(data)
+        side_name = "user" if user_side else "item"
+        if user_side:
+            ids, other_ids, m = data.user_ids, data.item_ids, data.matrix
+            other, index, mean = self.item_factors, self.item_index, self._user_mean_weight
+        else:
+            ids, other_ids, m = data.item_ids, data.user_ids, data.matrix.T.tocsr()
+            other, index, mean = self.user_factors, self.user_index, self._item_mean_weight
+        _check_id_kind(getattr(self, f"{side_name}_ids"), ids, side_name)
+        cols = index(other_ids)  # unknown ids: UnknownIdError naming them
+        m = m.tocoo()
+        m = sp.csr_matrix((m.data, (m.row, cols[m.col])), shape=(len(ids), len(other)))
+        rows = np.asarray(getattr(self, f"{side_name}_index")(ids, missing="ignore"))
+        if new_only and (rows >= 0).any():
+            known = ids[rows >= 0][:5].tolist()
+            raise ValueError(
+                f"add_items takes only new items; the model already has {known} "
+                f"({int((rows >= 0).sum())} in all): use update_items to re-solve known items"
+            )
+        side = _Side(m, self.config, self.dtype, mean)
+        solved = np.zeros((len(ids), self.config.factors), dtype=self.dtype)
+        with ThreadpoolController().limit(limits=1, user_api="blas"):
+            args = (side.indptr, side.indices, side.w, other, _gram(other), side.lam_rows)
+            failed = _kernels.exact_sweep(
+                *args, solved, np.empty(0), _BLOCK, np.empty_like(other), kernel_threads()
+            )
+        if failed:
+            raise FloatingPointError(
+                f"{max(failed, 1)} of the {side_name} systems were not numerically positive "
+                "definite; raise regularization or use dtype='float64'"
+            )
+        name = f"{side_name}_factors"
+        factors = getattr(self, name).copy()
+        factors[rows[rows >= 0]] = solved[rows >= 0]
+        setattr(self, name, np.concatenate([factors, solved[rows < 0]]))
+        seen = self.seen if user_side else self.seen.T.tocsr()
+        seen = _replace_rows(seen, rows, m)
+        all_ids = np.concatenate([getattr(self, f"{side_name}_ids"), ids[rows < 0]])
+        training = self.training
+        if user_side:
+            self._set_training_data(Interactions(seen, all_ids, self.item_ids))
+        else:
+            self._set_training_data(Interactions(seen.T.tocsr(), self.user_ids, all_ids))
+        self.training = training
+        self._yty = None
+        self._screen = None
+        return self
+
     # ------------------------------------------------------------------ persistence
     def get_config(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -654,6 +805,7 @@ class ALSModel(Recommender):
             "item_factors": self.item_factors,
             "loss_history": np.asarray(self.loss_history, dtype=np.float64),
             "user_mean_weight": np.asarray(self._user_mean_weight, dtype=np.float64),
+            "item_mean_weight": np.asarray(self._item_mean_weight, dtype=np.float64),
         }
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
@@ -676,15 +828,17 @@ class ALSModel(Recommender):
         if history.ndim != 1:
             raise ValueError(f"loss_history must be 1-D, got shape {history.shape}")
         self.loss_history = history.tolist()
-        if "user_mean_weight" in state:
-            mean = np.asarray(state["user_mean_weight"], dtype=np.float64)
-            if mean.shape != () or not np.isfinite(mean) or mean <= 0:
-                raise ValueError(f"user_mean_weight must be one positive number, got {mean!r}")
-            self._user_mean_weight = float(mean)
-        elif self.config.regularization_scaling == "frequency":
-            raise ValueError(
-                "model state lacks user_mean_weight, which regularization_scaling='frequency' "
-                "needs to fold in new users"
-            )
+        for side in ("user", "item"):
+            name = f"{side}_mean_weight"
+            if name in state:
+                mean = np.asarray(state[name], dtype=np.float64)
+                if mean.shape != () or not np.isfinite(mean) or mean <= 0:
+                    raise ValueError(f"{name} must be one positive number, got {mean!r}")
+                setattr(self, f"_{name}", float(mean))
+            elif self.config.regularization_scaling == "frequency":
+                raise ValueError(
+                    f"model state lacks {name}, which regularization_scaling='frequency' "
+                    f"needs to fold in new {side}s"
+                )
         self._yty = None
         self._screen = None
