@@ -626,6 +626,14 @@ class ALSModel(Recommender):
         Y = self.item_factors.astype(np.float64, copy=False)
         return (X @ Y.T).astype(np.float32)  # the ranking rule of Recommender.recommend
 
+    def score_items(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of ``rows`` for ``items`` only: ``len(items)`` dot products a user, not the
+        catalogue (an allow list of :meth:`recommend`), by the ranking rule's float64 dot."""
+        self._check_fitted()
+        X = self.user_factors[np.asarray(rows, dtype=np.int64)].astype(np.float64, copy=False)
+        Y = self.item_factors[np.asarray(items, dtype=np.int64)].astype(np.float64, copy=False)
+        return (X @ Y.T).astype(np.float32)
+
     def rank_rows(
         self, rows: np.ndarray, n: int, mask: sp.csr_matrix | None
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ import json
 import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,6 +59,7 @@ MODEL_TYPES = {
     "popularity": "alsresearch.baselines:PopularityModel",
     "random": "alsresearch.baselines:RandomModel",
     "ease": "alsresearch.baselines:EASEModel",
+    "spark_als": "alsresearch.spark:SparkALSModel",  # pyspark imported only to fit
 }
 
 
@@ -203,9 +204,20 @@ class Recommender(ABC):
         return self.item_ids[idx[keep]], val[keep]
 
     def recommend(
-        self, user, n: int = 10, exclude_seen: bool = True
+        self,
+        user,
+        n: int = 10,
+        exclude_seen: bool = True,
+        items=None,
+        exclude=None,
+        unknown: Literal["raise", "ignore"] = "raise",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` (item ids, scores) for a known user, best first; raises UnknownIdError.
+
+        Candidate filters, by external item id: ``items`` restricts the ranking to an allow
+        list (scored directly, never a scan of the catalogue), ``exclude`` adds a deny list on
+        top of the seen items. Ids the model does not know in either are an UnknownIdError, or
+        dropped with ``unknown="ignore"``. Fewer than ``n`` items when the filters leave fewer.
 
         One ranking rule on every path (``recommend``, ``recommend_batch``, ``topk_rows``,
         ``recommend_for_history``, :func:`~alsresearch.evaluate.evaluate`, the service): items
@@ -213,17 +225,71 @@ class Recommender(ABC):
         index (the order of the catalogue, ``item_ids``). A factor model's score is the float64
         dot product of its factors rounded to float32, whichever way it is computed, so the
         same user gets the same list from every path."""
-        row = self.user_index([user])
-        idx, val = self.topk_rows(row, n, exclude_seen)
-        return self._to_external(idx[0], val[0])
+        return self.recommend_batch([user], n, exclude_seen, items, exclude, unknown)[0]
 
     def recommend_batch(
-        self, users, n: int = 10, exclude_seen: bool = True
+        self,
+        users,
+        n: int = 10,
+        exclude_seen: bool = True,
+        items=None,
+        exclude=None,
+        unknown: Literal["raise", "ignore"] = "raise",
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``recommend`` for many known users at once, in the order given (duplicates allowed)."""
+        """``recommend`` for many known users at once, in the order given (duplicates allowed),
+        the same filters for all."""
         rows = self.user_index(list(users))
-        idx, val = self.topk_rows(rows, n, exclude_seen)
+        idx, val = self.filtered_topk_rows(rows, n, exclude_seen, items, exclude, unknown)
         return [self._to_external(i, v) for i, v in zip(idx, val, strict=True)]
+
+    def filtered_topk_rows(
+        self,
+        rows: np.ndarray,
+        n: int,
+        exclude_seen: bool = True,
+        items=None,
+        exclude=None,
+        unknown: Literal["raise", "ignore"] = "raise",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`topk_rows` with :meth:`recommend`'s candidate filters (external item ids)."""
+        self._check_fitted()
+        if unknown not in ("raise", "ignore"):
+            raise ValueError(f"unknown must be 'raise' or 'ignore', got {unknown!r}")
+        rows = np.asarray(rows, dtype=np.int64)
+        n = min(validate_n(n), self.n_items)
+        if items is None and exclude is None:
+            return self.topk_rows(rows, n, exclude_seen)
+        deny = np.zeros(0, np.int64) if exclude is None else self._filter_ids(exclude, unknown)
+        if items is None:  # the deny list on top of the seen items, through rank_rows
+            mask = _row_mask(self.seen, rows, exclude_seen, deny, np.arange(self.n_items))
+            mask = mask.tocoo()  # its rows placed at the users' rows, as rank_rows reads it
+            spread = sp.csr_matrix(
+                (mask.data, (rows[mask.row], mask.col)), shape=(self.n_users, self.n_items)
+            )
+            return self.rank_rows(rows, n, spread)
+        allow = np.unique(self._filter_ids(items, unknown))  # sorted: ties go by catalogue index
+        idx = np.full((len(rows), n), -1, dtype=np.int64)
+        val = np.full((len(rows), n), -np.inf, dtype=np.float32)
+        if len(allow):
+            scores = np.ascontiguousarray(self.score_items(rows, allow), dtype=np.float32)
+            mask = _row_mask(self.seen, rows, exclude_seen, deny, allow)
+            m = min(n, len(allow))
+            i, v = topk(scores, m, mask, np.arange(len(rows)), inplace=True)
+            idx[:, :m] = np.where(i >= 0, allow[np.maximum(i, 0)], -1)
+            val[:, :m] = v
+        return idx, val
+
+    def score_items(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of users ``rows`` for the item indices ``items`` only (``len(rows) x
+        len(items)``): by default columns of :meth:`score_rows`; a model that can score a few
+        items without the whole catalogue overrides this."""
+        return self.score_rows(rows)[:, items]
+
+    def _filter_ids(self, ids, unknown: str) -> np.ndarray:
+        if isinstance(ids, str) or not hasattr(ids, "__len__"):
+            raise TypeError(f"item filters must be lists of item ids, got {ids!r}")
+        idx = np.asarray(self.item_index(list(ids), missing=unknown), dtype=np.int64)
+        return idx[idx >= 0]
 
     def recommend_for_history(
         self, items, weights=None, n: int = 10
@@ -277,6 +343,29 @@ class Recommender(ABC):
         if not isinstance(model, cls):
             raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+def _row_mask(
+    seen: sp.csr_matrix, rows: np.ndarray, exclude_seen: bool, deny: np.ndarray, columns
+) -> sp.csr_matrix:
+    """Which of ``columns`` (sorted item indices) each of ``rows`` must not get: its seen items
+    (when ``exclude_seen``) and the ``deny`` list, as a ``len(rows) x len(columns)`` CSR of
+    positions in ``columns`` (sorted, the form the top-k kernels read)."""
+    position = np.full(seen.shape[1], -1, dtype=np.int64)
+    position[columns] = np.arange(len(columns))
+    r_parts, c_parts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    if exclude_seen:
+        sub = seen[rows]
+        r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+        c = position[sub.indices]
+        r_parts.append(r[c >= 0])
+        c_parts.append(c[c >= 0])
+    d = position[deny]
+    d = np.unique(d[d >= 0])
+    r_parts.append(np.repeat(np.arange(len(rows)), len(d)))
+    c_parts.append(np.tile(d, len(rows)))
+    r, c = np.concatenate(r_parts), np.concatenate(c_parts)
+    return sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(rows), len(columns)))
 
 
 def model_class(model_type: str) -> type[Recommender]:

@@ -92,3 +92,65 @@ def test_ease_scores_a_history_exactly_as_its_user():
         assert model.recommend(u, n=5)[0].tolist() == (
             model.recommend_for_history(items.tolist(), n=5)[0].tolist()
         )
+
+
+# ---------------------------------------------------------------------- candidate filters
+def brute_force(model, user_row, n, allow=None, deny=(), exclude_seen=True):
+    """float64 scores of every item, filtered, ranked by (float32 score desc, index asc)."""
+    scores = (
+        model.user_factors[user_row].astype(np.float64) @ model.item_factors.astype(np.float64).T
+    ).astype(np.float32)
+    ok = np.ones(model.n_items, bool)
+    if allow is not None:
+        ok[:] = False
+        ok[list(allow)] = True
+    ok[list(deny)] = False
+    if exclude_seen:
+        ok[model.seen[user_row].indices] = False
+    cand = np.flatnonzero(ok)
+    order = np.lexsort((cand, -scores[cand]))[:n]
+    return cand[order].tolist()
+
+
+@pytest.mark.parametrize("screen", [True, False])
+def test_filters_equal_a_brute_force_reference(monkeypatch, rng, screen):
+    if screen:
+        monkeypatch.setattr(als, "_SCREEN_MIN_ITEMS", 0)
+        monkeypatch.setattr(als, "_SCREEN_MIN_SCORES", 0)
+    from tests.test_als import varied_counts
+
+    counts = varied_counts(rng, n_users=60, n_items=200, k_max=40)
+    ids = np.array([f"item{j}" for j in range(200)])
+    data = Interactions(counts, user_ids=np.arange(60) + 1000, item_ids=ids)
+    model = ALSModel(factors=8, iterations=3, random_state=0).fit(data)
+    allow = rng.choice(200, size=25, replace=False)
+    deny = rng.choice(200, size=30, replace=False)
+    for u in (0, 2, 5, 17):
+        user = u + 1000
+        got, _ = model.recommend(user, n=10, exclude=ids[deny])
+        assert [int(s[4:]) for s in got] == brute_force(model, u, 10, deny=deny)
+        got, _ = model.recommend(user, n=10, items=ids[allow])
+        assert [int(s[4:]) for s in got] == brute_force(model, u, 10, allow=allow)
+        got, scores = model.recommend(user, n=50, items=ids[allow], exclude=ids[deny])
+        assert [int(s[4:]) for s in got] == brute_force(model, u, 50, allow, deny)
+        assert np.all(np.diff(scores) <= 0)
+        got, _ = model.recommend(user, n=10, items=ids[allow], exclude_seen=False)
+        assert [int(s[4:]) for s in got] == brute_force(model, u, 10, allow, exclude_seen=False)
+    batch = model.recommend_batch([1000, 1002, 1000], n=7, items=ids[allow], exclude=ids[deny])
+    assert [[int(s[4:]) for s in b[0]] for b in batch] == [
+        brute_force(model, u, 7, allow, deny) for u in (0, 2, 0)
+    ]
+
+
+def test_filters_name_unknown_ids_or_ignore_them(small_interactions):
+    from alsresearch.errors import UnknownIdError
+
+    model = ALSModel(factors=4, iterations=1, random_state=0).fit(small_interactions)
+    user = small_interactions.user_ids[5]
+    with pytest.raises(UnknownIdError, match="nope"):
+        model.recommend(user, items=["nope", "i001"])
+    got, _ = model.recommend(user, n=3, items=["nope", "i001"], unknown="ignore")
+    assert set(got.tolist()) <= {"i001"}
+    with pytest.raises(TypeError, match="lists of item ids"):
+        model.recommend(user, exclude="i001")
+    assert model.recommend(user, items=[])[0].size == 0
