@@ -26,14 +26,37 @@ Ids are kept exactly as written (:func:`text_ids` is the one rule for text):
 - Timestamps (:func:`_parse_timestamps`) become int64 Unix seconds (floored): ISO 8601 text in
   any mix of forms (``Z`` or an offset or none, which is UTC; fractional seconds; date only),
   datetime columns, or epoch numbers whose unit is inferred from their magnitude.
+
+Recency-weighted counts (``half_life``). When events have timestamps, an event of age ``a``
+can weigh ``w_e * 0.5 ** (a / half_life)``, with ``a = t_ref - t_e`` and ``t_ref`` the latest
+event of the interactions (or an explicit ``as_of``); a cell's count is the sum of its events'
+decayed weights, and the model's confidence is ``1 + alpha * count`` (or its log scaling) as
+usual. To recompute counts for any half-life without rereading the events, an Interactions
+built from timestamped events keeps each cell's events (their times and weights, grouped by
+cell: :class:`CellEvents`, numpy arrays only): :meth:`Interactions.decayed`. Rules:
+
+- ``half_life=None`` is no decay: the counts are exactly the plain sums of the event weights.
+- ``t_ref`` is the latest event *of the Interactions at hand*: a part selected from it (every
+  split, through :meth:`Interactions.select_cells`) is re-decayed to its own latest event, so the
+  counts of a training part depend on training events only (a test event never moves them).
+  An explicit ``as_of`` is kept by every part. Changing ``t_ref`` multiplies every count by one
+  factor, so for ``scaling="raw"`` it only rescales alpha; it still must not come from the test.
+- An event after ``as_of`` is an error (a decay weight above 1 would reward the future); filter
+  the events first to train "as of" an earlier date.
+- A cell never decays to zero: it stays an interaction (preference 1) whose count is at least
+  the smallest normal float64 (an event thousands of half-lives old underflows otherwise), so
+  every half-life gives the same cells (the same sparsity pattern) as no decay.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
+import math
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -47,7 +70,17 @@ import scipy.sparse as sp
 
 from alsresearch.errors import UnknownIdError
 
-__all__ = ["Interactions", "coerce_interactions", "read_table", "text_ids"]
+__all__ = [
+    "CellEvents",
+    "Interactions",
+    "coerce_interactions",
+    "format_duration",
+    "format_time",
+    "parse_half_life",
+    "parse_time",
+    "read_table",
+    "text_ids",
+]
 
 _SHOW_ROWS = 5
 
@@ -183,6 +216,148 @@ def _id_values(col: pd.Series, name: str) -> tuple[np.ndarray | pd.Series, np.nd
     raise ValueError(f"id column {name!r} has dtype {dtype}; ids must be integers or text")
 
 
+# ---------------------------------------------------------------------------- recency decay
+#: the smallest count a stored cell decays to (the smallest normal float64; see the module doc)
+_MIN_DECAYED = np.finfo(np.float64).tiny
+_DIGITS = r"[0-9]+(\.[0-9]*)?"
+
+
+def parse_half_life(value) -> float | None:
+    """A half-life as float seconds (None: no decay).
+
+    Accepts a ``pandas.Timedelta``, a ``datetime.timedelta``, a ``numpy.timedelta64``, text
+    pandas understands (``"30D"``, ``"14 days"``, ``"12h"``, ``"P30D"``), or a number of seconds
+    (also as text: ``"86400"``, which pandas alone would read as nanoseconds). It must be finite
+    and > 0; anything else is a ValueError naming the value.
+    """
+    if value is None:
+        return None
+    what = f"half_life must be a duration > 0 (e.g. '30D', '14 days', or seconds), got {value!r}"
+    if isinstance(value, bool):
+        raise ValueError(what)
+    if isinstance(value, np.timedelta64):  # before numbers: numpy counts it an integer
+        value = pd.Timedelta(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        seconds = float(value)
+    elif isinstance(value, str) and pd.Series([value.strip()]).str.fullmatch(_DIGITS).iloc[0]:
+        seconds = float(value)
+    elif isinstance(value, str | datetime.timedelta):  # pandas.Timedelta is a timedelta
+        try:
+            delta = pd.Timedelta(value.strip() if isinstance(value, str) else value)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(f"{what} ({exc})") from None
+        if delta is pd.NaT:
+            raise ValueError(what)
+        seconds = delta.total_seconds()
+    else:
+        raise ValueError(what)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(what)
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Canonical text of a duration in seconds, read back by :func:`parse_half_life`: whole
+    days as ``"30D"``, else whole hours ``"12h"``, minutes ``"90min"``, or seconds ``"45s"``."""
+    for unit, size in (("D", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds!r}s"
+
+
+def parse_time(value, name: str = "as_of") -> int:
+    """A point in time as int64 Unix seconds (floored), like the timestamps of an Interactions.
+
+    Accepts Unix seconds (a number, or digits as text), or anything ``pandas.Timestamp``
+    parses (ISO 8601 text, ``datetime``, ``pandas.Timestamp``; naive times are UTC). Numbers
+    of 1e11 and more look like milliseconds and are refused, as are NaT, booleans and
+    non-finite numbers, with a ValueError naming ``name``.
+    """
+    what = f"{name} must be a time (Unix seconds, or text such as '2018-09-01T00:00:00Z')"
+    if isinstance(value, bool | np.timedelta64 | datetime.timedelta) or value is None:
+        raise ValueError(f"{what}, got {value!r}")
+    if isinstance(value, str) and pd.Series([value.strip()]).str.fullmatch(_DIGITS).iloc[0]:
+        value = float(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        if not math.isfinite(value) or abs(value) >= _EPOCH_MS_FROM:
+            raise ValueError(f"{what}, got {value!r} (not finite, or beyond seconds: >= 1e11)")
+        return math.floor(value)
+    try:
+        stamp = pd.Timestamp(value.strip() if isinstance(value, str) else value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"{what}, got {value!r} ({exc})") from None
+    if stamp is pd.NaT:
+        raise ValueError(f"{what}, got {value!r}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return int((stamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1))
+
+
+def format_time(seconds: int) -> str:
+    """Unix seconds as ISO 8601 UTC text, ``2018-09-24T14:27:32Z`` (read back by
+    :func:`parse_time`)."""
+    return pd.Timestamp(int(seconds), unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, eq=False)
+class CellEvents:
+    """The events behind the stored cells of an :class:`Interactions`, grouped by cell in the
+    matrix's cell order (``matrix.data``), kept to recompute decayed counts for any half-life.
+
+    Events of cell ``j`` are ``[indptr[j], indptr[j + 1])`` of ``times`` and ``weights``; when
+    every cell holds exactly one event ``indptr`` is None (events are cells: no index at all).
+    Memory: 16 bytes per event (8 when one event per cell, whose times are the cells'
+    timestamps), plus 8 per cell when cells hold several events.
+    """
+
+    times: np.ndarray
+    """int64 Unix seconds of each event."""
+    weights: np.ndarray
+    """float64 weight of each event (weight column x event-type weight), before decay."""
+    indptr: np.ndarray | None = None
+    """int64, one more than the number of cells; None: one event per cell."""
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.times) if self.indptr is None else len(self.indptr) - 1
+
+    @property
+    def n_events(self) -> int:
+        return len(self.times)
+
+    def _per_cell(self, ufunc, values: np.ndarray) -> np.ndarray:
+        if self.indptr is None:
+            return values.copy()
+        if self.n_cells == 0:
+            return np.empty(0, dtype=values.dtype)
+        return ufunc.reduceat(values, self.indptr[:-1])
+
+    def latest(self) -> np.ndarray:
+        """The latest event time of each cell (int64)."""
+        return self._per_cell(np.maximum, self.times)
+
+    def counts(self, half_life: float | None, t_ref: int | None = None) -> np.ndarray:
+        """Each cell's count: the sum of its events' weights, each times ``0.5 ** ((t_ref -
+        t_e) / half_life)`` (``half_life`` in seconds; None: no decay, the plain sums), at
+        least :data:`_MIN_DECAYED` when decayed."""
+        if half_life is None:
+            return self._per_cell(np.add, self.weights)
+        age = (t_ref - self.times).astype(np.float64)
+        decayed = self._per_cell(np.add, self.weights * np.exp2(-age / half_life))
+        return np.maximum(decayed, _MIN_DECAYED)
+
+    def select(self, mask: np.ndarray) -> CellEvents:
+        """The events of the cells where ``mask`` (one entry per cell) is True."""
+        if self.indptr is None:
+            return CellEvents(self.times[mask], self.weights[mask])
+        sizes = np.diff(self.indptr)
+        keep = np.repeat(mask, sizes)
+        kept = sizes[mask]
+        if np.all(kept == 1):
+            return CellEvents(self.times[keep], self.weights[keep])
+        indptr = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
+        return CellEvents(self.times[keep], self.weights[keep], indptr)
+
+
 class Interactions:
     """A users x items matrix of raw interaction counts, with external ids.
 
@@ -197,9 +372,27 @@ class Interactions:
     timestamps:
         Optional int64 array aligned with ``matrix.data``: the latest event time (seconds since
         the Unix epoch) of each (user, item) cell. Temporal splits need it.
+    events:
+        Optional :class:`CellEvents`: each cell's events (times and weights), kept when the
+        interactions were built from timestamped events, so :meth:`decayed` can recompute the
+        counts for any half-life. Splits carry them (:meth:`select_cells`).
+    half_life:
+        The half-life (float seconds) the counts are decayed with; None: plain sums.
+    as_of:
+        The decay's reference time (int Unix seconds) when fixed; None: the latest event of
+        these interactions (see the module doc).
     """
 
-    __slots__ = ("__dict__", "item_ids", "matrix", "timestamps", "user_ids")
+    __slots__ = (
+        "__dict__",
+        "as_of",
+        "events",
+        "half_life",
+        "item_ids",
+        "matrix",
+        "timestamps",
+        "user_ids",
+    )
 
     def __init__(
         self,
@@ -207,7 +400,15 @@ class Interactions:
         user_ids: Iterable | None = None,
         item_ids: Iterable | None = None,
         timestamps: np.ndarray | None = None,
+        *,
+        events: CellEvents | None = None,
+        half_life: float | None = None,
+        as_of: int | None = None,
     ) -> None:
+        """``events`` (aligned with the cells), ``half_life`` and ``as_of`` describe how the
+        counts were made from events; :meth:`from_events`, :meth:`decayed` and
+        :meth:`select_cells` set them (the counts are not recomputed here). ``timestamps``
+        default to each cell's latest event when ``events`` are given."""
         if not sp.issparse(matrix):
             raise TypeError(
                 f"Interactions needs a scipy sparse matrix, got {type(matrix).__name__}"
@@ -216,8 +417,10 @@ class Interactions:
         if m.ndim != 2:
             raise ValueError(f"the interaction matrix must be 2-D, got shape {m.shape}")
         if not m.has_canonical_format:
-            if timestamps is not None:
-                raise ValueError("timestamps need a canonical CSR matrix (sorted, no duplicates)")
+            if timestamps is not None or events is not None:
+                raise ValueError(
+                    "timestamps and events need a canonical CSR matrix (sorted, no duplicates)"
+                )
             m.sum_duplicates()
         bad = ~np.isfinite(m.data) | (m.data < 0)
         if bad.any():
@@ -234,6 +437,21 @@ class Interactions:
             keep = m.data != 0
             if not keep.all():
                 timestamps = timestamps[keep]
+        if events is not None:
+            if events.n_cells != m.nnz:
+                raise ValueError(
+                    f"events must describe every stored cell ({m.nnz}), got {events.n_cells}"
+                )
+            keep = m.data != 0
+            if not keep.all():
+                events = events.select(keep)
+            latest = events.times if events.indptr is None else events.latest()
+            if timestamps is None:
+                timestamps = latest
+            elif not np.array_equal(timestamps, latest):
+                raise ValueError("timestamps must be the latest event of each cell")
+        elif half_life is not None or as_of is not None:
+            raise ValueError("half_life and as_of need the events (with their timestamps)")
         m.eliminate_zeros()
         n_users, n_items = m.shape
         self.matrix = m
@@ -248,6 +466,9 @@ class Interactions:
             if len(pd.unique(ids)) != n:
                 raise ValueError(f"{name} contains duplicates")
         self.timestamps = timestamps
+        self.events = events
+        self.half_life = half_life
+        self.as_of = as_of
 
     # ------------------------------------------------------------------ shape
     @property
@@ -268,6 +489,10 @@ class Interactions:
 
     def __repr__(self) -> str:
         ts = ", timestamps" if self.timestamps is not None else ""
+        if self.half_life is not None:
+            ts += f", half-life {format_duration(self.half_life)}"
+        if self.as_of is not None:
+            ts += f" as of {format_time(self.as_of)}"
         return f"Interactions({self.n_users} users x {self.n_items} items, {self.nnz} cells{ts})"
 
     # ------------------------------------------------------------------ ids
@@ -313,22 +538,85 @@ class Interactions:
     def with_matrix(
         self, matrix: sp.spmatrix, timestamps: np.ndarray | None = None
     ) -> Interactions:
-        """A new Interactions in the same id space (used by splits)."""
+        """A new Interactions in the same id space. The events (and any decay) are not carried:
+        they belong to the old cells (a split that keeps them uses :meth:`select_cells`)."""
         if matrix.shape != self.shape:
             raise ValueError(f"matrix shape {matrix.shape} does not match {self.shape}")
         return Interactions(matrix, self.user_ids, self.item_ids, timestamps)
 
     def select_cells(self, mask: np.ndarray) -> Interactions:
-        """Keep the stored cells where ``mask`` (aligned with ``matrix.data``) is True."""
+        """Keep the stored cells where ``mask`` (aligned with ``matrix.data``) is True.
+
+        The cells keep their events. Decayed counts without an ``as_of`` are re-decayed to the
+        part's own latest event, so a part's counts depend on its own events only (a split's
+        training counts never see a test event); with ``as_of`` they are kept as they are."""
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (self.nnz,):
             raise ValueError(f"mask must have {self.nnz} entries, got {mask.shape}")
         m = self.matrix
         rows = np.repeat(np.arange(self.n_users), np.diff(m.indptr))[mask]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=self.n_users))])
-        sub = sp.csr_matrix((m.data[mask], m.indices[mask], indptr), shape=self.shape)
+        counts = m.data[mask]
+        events = None if self.events is None else self.events.select(mask)
+        if events is not None and self.half_life is not None and self.as_of is None:
+            t_ref = int(events.times.max()) if events.n_events else 0
+            counts = events.counts(self.half_life, t_ref)
+        sub = sp.csr_matrix((counts, m.indices[mask], indptr), shape=self.shape)
+        if events is not None:
+            return Interactions(
+                sub,
+                self.user_ids,
+                self.item_ids,
+                events=events,
+                half_life=self.half_life,
+                as_of=self.as_of,
+            )
         ts = None if self.timestamps is None else self.timestamps[mask]
         return Interactions(sub, self.user_ids, self.item_ids, ts)
+
+    def decayed(self, half_life, as_of=None) -> Interactions:
+        """The same cells with recency-weighted counts, recomputed from the kept events.
+
+        Each event weighs ``w_e * 0.5 ** ((t_ref - t_e) / half_life)`` and a cell's count is
+        the sum over its events; ``t_ref`` is ``as_of`` when given, else the latest event of
+        these interactions. ``half_life`` is a duration (see :func:`parse_half_life`), None for
+        no decay (the plain sums, exactly as :meth:`from_events` counts them); ``as_of`` a time
+        (see :func:`parse_time`), recorded and kept by every part selected later. The rules
+        (no event after ``as_of``; a cell never decays to zero) are in the module doc.
+
+        Raises ValueError without events (interactions not built from timestamped events), for
+        a bad ``half_life`` or ``as_of``, and when an event is later than ``as_of``.
+        """
+        seconds = parse_half_life(half_life)
+        t_ref = None if as_of is None else parse_time(as_of)
+        if self.events is None:
+            raise ValueError(
+                "recency-weighted counts (half_life, as_of) need each event's time, and these "
+                "interactions have none: build them with Interactions.from_events(..., "
+                "timestamp_col=<the column holding each event's time>)"
+            )
+        events = self.events
+        latest = int(events.times.max()) if events.n_events else None
+        if t_ref is not None and latest is not None and latest > t_ref:
+            late = int(np.count_nonzero(events.times > t_ref))
+            raise ValueError(
+                f"as_of {format_time(t_ref)} precedes {late} event(s) (the latest at "
+                f"{format_time(latest)}): decay needs every event at or before its reference "
+                "time; give a later as_of, or leave out the later events first"
+            )
+        ref = t_ref if t_ref is not None else latest
+        m = self.matrix
+        counts = events.counts(seconds, ref) if m.nnz else m.data.copy()
+        matrix = sp.csr_matrix((counts, m.indices, m.indptr), shape=self.shape)
+        return Interactions(
+            matrix,
+            self.user_ids,
+            self.item_ids,
+            self.timestamps,
+            events=events,
+            half_life=seconds,
+            as_of=t_ref,
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """One row per stored cell: user_id, item_id, count (and timestamp when known)."""
@@ -379,12 +667,21 @@ class Interactions:
         event_weights: Mapping[str, float] | None = None,
         timestamp_col: str | None = None,
         errors: Literal["raise", "drop"] = "raise",
+        half_life=None,
+        as_of=None,
     ) -> Interactions:
         """Build the count matrix from an events table (DataFrame, CSV or Parquet file).
 
         Each row is one event. Its weight is ``weight_col`` (1 when not given) times
         ``event_weights[event]`` when ``event_col`` is given (every type counts 1 when
         ``event_weights`` is None). Events on the same (user, item) sum.
+
+        With ``timestamp_col``, each cell's events (times and weights) are kept
+        (:attr:`events`), and ``half_life`` (a duration, see :func:`parse_half_life`; None: no
+        decay) weighs each event by ``0.5 ** (age / half_life)``, its age counted from
+        ``as_of`` (a time, see :func:`parse_time`) or else from the latest event: see
+        :meth:`decayed` and the module doc. ``half_life`` or ``as_of`` without
+        ``timestamp_col`` is a ValueError, as is an event after ``as_of``.
 
         Ids and timestamps follow the module's rules (ids kept exactly as written; see
         :func:`text_ids`, :func:`_parse_timestamps`).
@@ -396,6 +693,16 @@ class Interactions:
         """
         if errors not in ("raise", "drop"):
             raise ValueError(f"errors must be 'raise' or 'drop', got {errors!r}")
+        decay = half_life is not None or as_of is not None
+        if decay:  # checked before any file is read
+            parse_half_life(half_life)
+            if as_of is not None:
+                parse_time(as_of)
+            if timestamp_col is None:
+                raise ValueError(
+                    "half_life and as_of weigh events by their age, which needs each event's "
+                    "time: give timestamp_col (the timestamp column; none was given)"
+                )
         source = "events"
         if not isinstance(events, pd.DataFrame):
             source = str(events)
@@ -489,15 +796,31 @@ class Interactions:
         key = key[order]
         starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
         keys = key[starts]
-        cell_w = np.add.reduceat(np.asarray(weights, dtype=np.float64)[order], starts)
-        cell_ts = None if stamps is None else np.maximum.reduceat(stamps[order], starts)
+        event_w = np.asarray(weights, dtype=np.float64)[order]
+        cell_w = np.add.reduceat(event_w, starts)
+        events = None
+        if stamps is not None:
+            # each cell's events, for recency-weighted counts; cells whose weights sum to 0
+            # carry no interaction and are left out with their events
+            keep = cell_w != 0
+            bounds = np.append(starts, len(key)).astype(np.int64)
+            sizes = np.diff(bounds)
+            in_kept = np.repeat(keep, sizes)
+            times, event_w = stamps[order][in_kept], event_w[in_kept]
+            kept_sizes = sizes[keep]
+            indptr_e = None
+            if not np.all(kept_sizes == 1):
+                indptr_e = np.concatenate([[0], np.cumsum(kept_sizes)]).astype(np.int64)
+            events = CellEvents(times, event_w, indptr_e)
+            keys, cell_w = keys[keep], cell_w[keep]
         rows, cols = keys // n_items, keys % n_items
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_users))])
         matrix = sp.csr_matrix(
             (cell_w, cols.astype(np.int32), indptr),
             shape=(n_users, n_items),
         )
-        return cls(matrix, np.asarray(u_ids), np.asarray(i_ids), cell_ts)
+        data = cls(matrix, np.asarray(u_ids), np.asarray(i_ids), events=events)
+        return data.decayed(half_life, as_of) if decay else data
 
 
 #: Epoch numbers below this magnitude are seconds (1e11 s is the year 5138), from it up to

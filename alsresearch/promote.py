@@ -3,16 +3,24 @@
 :func:`promote` takes a set of ALS parameters (from tuning) and the full data set:
 
 1. split the data with the test split ``split`` (a :class:`~alsresearch.split.SplitSpec`:
-   random, temporal or leave-last; by default a seeded random 20% of each user's cells);
+   random, temporal or leave-last; by default a seeded random 20% of each user's cells; with
+   ``protocol="fold_in"``, whole users held out and ranked from a fold-in history);
 2. fit ALS with the parameters on the train part and evaluate it on the test part
    (:func:`~alsresearch.evaluate.evaluate`, NDCG@k with k = 10 by default);
 3. fit and evaluate, on the *same* split, the two models it must beat: item popularity, and the
    parameters of the currently promoted model (read from its model card);
-4. refuse when the candidate's NDCG@k is below either (the refusal names the figure that lost
-   and by how much), unless ``force=True``;
+4. against each, take the paired bootstrap interval of the per-user NDCG@k difference
+   (:func:`~alsresearch.evaluate.paired_difference`, at ``confidence``, 95% by default), and
+   refuse unless its lower bound is above ``min_lift`` (0 by default: the candidate must be
+   better beyond the noise of which users happen to be in the test split, not merely have the
+   higher point estimate). The refusal states each interval that failed; ``force=True``
+   promotes anyway and says so;
 5. otherwise refit ALS with the same parameters **on all the data** (what is served: the model
    has seen every interaction, so nothing it knows is withheld from users) together with the
    popularity fallback, and write the artefact (:mod:`alsresearch.artefact`).
+
+A candidate with the current model's own parameters ties it exactly (difference 0, interval
+[0, 0]) and is refused: nothing would be gained by replacing it.
 
 Why the current model is *refitted* rather than its file re-scored: the served model was trained
 on all the data, test cells included, so scoring its file on a test split would measure recall
@@ -52,22 +60,33 @@ from alsresearch.als import ALSConfig, ALSModel
 from alsresearch.artefact import CARD_VERSION, named_artefact, read_card, recover, write_artefact
 from alsresearch.base import MODEL_TYPES, Recommender, model_class
 from alsresearch.baselines import PopularityModel
-from alsresearch.checks import check_bool, check_int
-from alsresearch.data import Interactions, coerce_interactions
+from alsresearch.checks import check_bool, check_float, check_int
+from alsresearch.data import coerce_interactions
 from alsresearch.errors import SpecMismatchError
-from alsresearch.evaluate import EvaluationResult, evaluate, require_test_users
+from alsresearch.evaluate import (
+    DEFAULT_BOOT_SEED,
+    DEFAULT_CONFIDENCE,
+    DEFAULT_N_BOOT,
+    EvaluationResult,
+    PairedDifference,
+    evaluate,
+    paired_difference,
+    require_test_users,
+)
 from alsresearch.files import to_jsonable
 from alsresearch.limits import MAX_TOP_N
 from alsresearch.provenance import environment_record, utc_now
 from alsresearch.records import data_record, training_record
 from alsresearch.source import DataSource
-from alsresearch.split import SPLIT_KINDS, SplitSpec
+from alsresearch.split import SPLIT_KINDS, SplitParts, SplitSpec
 
 __all__ = ["PromotionResult", "load_params", "promote"]
 
 
 #: the cut-off of the gating NDCG unless the caller says otherwise
 DEFAULT_K = 10
+#: the margin the lower bound of the NDCG@k difference must exceed unless the caller says
+DEFAULT_MIN_LIFT = 0.0
 
 
 @dataclass
@@ -76,7 +95,9 @@ class PromotionResult:
 
     ``metrics``, ``baseline_metrics`` (popularity) and ``previous_metrics`` (the currently
     promoted parameters, None when nothing was promoted) were all measured on the same split.
-    ``model_path`` / ``card_path`` are None when nothing was written.
+    ``model_path`` / ``card_path`` are None when nothing was written. ``differences`` holds
+    the paired NDCG@k difference of the candidate against ``"popularity"`` and, when there is
+    a current model, ``"current"``, each with its bootstrap interval.
     """
 
     promoted: bool
@@ -92,6 +113,7 @@ class PromotionResult:
     evaluations: dict[str, Any] = field(default_factory=dict)
     """The gate's full :class:`~alsresearch.evaluate.EvaluationResult` per model ("als",
     "popularity"): per-user figures and the breakdown by history length, on the gate's split."""
+    differences: dict[str, PairedDifference] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------- parameters
@@ -128,12 +150,14 @@ def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- the gate
 def _fit_and_evaluate(
-    model: Recommender, train: Interactions, test: Interactions, k: int
+    model: Recommender, parts: SplitParts, k: int
 ) -> tuple[dict[str, float], EvaluationResult]:
-    """(card metrics, the full EvaluationResult) of ``model`` fitted on ``train``; a metric
-    with nothing to average (NaN) is None, as the card stores it."""
-    model.fit(train)
-    result = evaluate(model, train, test, k=k)
+    """(card metrics, the full EvaluationResult) of ``model`` fitted on the train part; a
+    metric with nothing to average (NaN) is None, as the card stores it."""
+    model.fit(parts.train)
+    result = evaluate(
+        model, parts.train, parts.test, k=k, protocol=parts.protocol, fold_in=parts.fold_in
+    )
     return to_jsonable(dict(result.metrics), "metrics"), result
 
 
@@ -183,10 +207,23 @@ def _spec_differences(
     return found
 
 
-def _loss(figure: str, what: str, mine: float, theirs: float) -> str:
-    gap = theirs - mine
-    rel = f", {100 * gap / theirs:.1f}% lower" if theirs > 0 else ""
-    return f"{figure} {mine:.4f} loses to {what} {theirs:.4f} by {gap:.4f}{rel}"
+def _interval_text(label: str, what: str, d: PairedDifference) -> str:
+    return (
+        f"{label} difference vs {what} {d.difference:.4f} "
+        f"[{100 * d.confidence:g}% CI {d.low:.4f}, {d.high:.4f}]"
+    )
+
+
+def _shortfall(label: str, what: str, d: PairedDifference, min_lift: float) -> str | None:
+    """Why ``d`` fails the gate (its lower bound is not above ``min_lift``), or None."""
+    if d.low > min_lift:
+        return None
+    text = _interval_text(label, what, d)
+    if d.high < 0:
+        return f"{text} lies below 0: the candidate is worse"
+    if min_lift == 0:
+        return f"{text} does not exclude 0"
+    return f"{text} does not lie above the required lift {min_lift:g}"
 
 
 def promote(
@@ -199,6 +236,9 @@ def promote(
     models_dir: str | Path | None = None,
     force: bool = False,
     k: int = DEFAULT_K,
+    confidence: float = DEFAULT_CONFIDENCE,
+    min_lift: float = DEFAULT_MIN_LIFT,
+    n_boot: int = DEFAULT_N_BOOT,
 ) -> PromotionResult:
     """Fit ALS with ``params``, gate it against popularity and the current model, write it.
 
@@ -206,13 +246,16 @@ def promote(
     ``data``: the full :class:`~alsresearch.data.Interactions` (or scipy sparse counts).
     ``source``: how ``data`` was read, recorded in the card and the model file and compared with
     the current card's (None: not known, neither recorded nor compared). ``split``: the gate's
-    test split; it must hold cells out (``test_fraction > 0``).
+    test split (either protocol); it must hold cells out (``test_fraction > 0``).
+    ``confidence`` (in (0, 1)), ``min_lift`` (>= 0) and ``n_boot``: the gate passes a
+    comparison when the lower bound of the ``confidence`` paired bootstrap interval of the
+    candidate's per-user NDCG@k minus the other model's (``n_boot`` resamples, seed 0) is
+    above ``min_lift``.
 
-    Returns a :class:`PromotionResult`; ``promoted`` is False (nothing written) when the
-    candidate's NDCG@k is below popularity's or the current model's on the same split and
-    ``force`` is False. Raises :class:`~alsresearch.errors.SpecMismatchError` when the current
-    card records another data source or split, unless ``force``. See the module docstring for
-    what is written where.
+    Returns a :class:`PromotionResult`; ``promoted`` is False (nothing written) when either
+    comparison fails and ``force`` is False. Raises
+    :class:`~alsresearch.errors.SpecMismatchError` when the current card records another data
+    source or split, unless ``force``. See the module docstring for what is written where.
     """
     if not isinstance(split, SplitSpec):
         raise TypeError(f"split must be a SplitSpec, got {type(split).__name__}")
@@ -225,6 +268,11 @@ def promote(
         )
     k = check_int(k, "k", low=1, high=MAX_TOP_N)
     force = check_bool(force, "force")
+    confidence = check_float(
+        confidence, "confidence", low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    min_lift = check_float(min_lift, "min_lift", low=0.0)
+    n_boot = check_int(n_boot, "n_boot", low=1, high=10**7)
     config = load_params(params)
     if config.get("random_state") is None:
         config["random_state"] = split.seed
@@ -265,43 +313,57 @@ def promote(
                 "this split, so the comparison is like for like"
             )
     started = time.perf_counter()
-    train, test = split.apply(data)
+    parts = split.parts(data)
+    train, test = parts.train, parts.test
     require_test_users(test, f"the promotion gate's test split ({split})")
     candidate = ALSModel(**config)
-    metrics, candidate_result = _fit_and_evaluate(candidate, train, test, k)
+    metrics, candidate_result = _fit_and_evaluate(candidate, parts, k)
     config = candidate.get_config()  # complete, normalised (e.g. dtype as a name)
-    baseline, baseline_result = _fit_and_evaluate(PopularityModel(), train, test, k)
+    baseline, baseline_result = _fit_and_evaluate(PopularityModel(), parts, k)
     evaluations = {"als": candidate_result, "popularity": baseline_result}
 
     previous_metrics = None
+    previous_result = None
     if previous is not None:
         if previous.get("model_type") == candidate.model_type and previous.get("params") == config:
-            previous_metrics = dict(metrics)  # same parameters, same split: same figures
+            # same parameters, same split: the same figures, user for user
+            previous_metrics, previous_result = dict(metrics), candidate_result
         else:
-            previous_metrics, _ = _fit_and_evaluate(
-                _model_from_card(previous, target.card), train, test, k
+            previous_metrics, previous_result = _fit_and_evaluate(
+                _model_from_card(previous, target.card), parts, k
             )
 
-    losses = []
-    if metrics[figure] < baseline[figure]:
-        losses.append(_loss(label, "popularity", metrics[figure], baseline[figure]))
-    if previous_metrics is not None and metrics[figure] < previous_metrics[figure]:
-        losses.append(
-            _loss(label, f"the current model {name!r}", metrics[figure], previous_metrics[figure])
+    def difference(other: EvaluationResult) -> PairedDifference:
+        return paired_difference(
+            candidate_result, other, figure, confidence, n_boot, DEFAULT_BOOT_SEED
         )
-    if losses and not force:
-        reason = "not promoted: " + "; ".join(losses + notes)
+
+    compared = {"popularity": ("popularity", difference(baseline_result))}
+    if previous_result is not None:
+        compared["current"] = (f"the current model {name!r}", difference(previous_result))
+    shortfalls = [
+        text
+        for what, d in compared.values()
+        if (text := _shortfall(label, what, d, min_lift)) is not None
+    ]
+    intervals = {key: d for key, (_, d) in compared.items()}
+    if shortfalls and not force:
+        reason = "not promoted: " + "; ".join(shortfalls + notes)
         return PromotionResult(
-            False, reason, metrics, baseline, previous_metrics, evaluations=evaluations
+            False,
+            reason,
+            metrics,
+            baseline,
+            previous_metrics,
+            evaluations=evaluations,
+            differences=intervals,
         )
-    if losses:
-        reason = "promoted by force although " + "; ".join(losses + notes)
+    if shortfalls:
+        reason = "promoted by force although " + "; ".join(shortfalls + notes)
     else:
-        beaten = [f"popularity {baseline[figure]:.4f}"]
-        if previous_metrics is not None:
-            beaten.append(f"the current model {previous_metrics[figure]:.4f}")
-        reason = f"promoted: {label} {metrics[figure]:.4f} >= " + " and ".join(beaten)
-        reason = "; ".join([reason, *notes])
+        above = "0" if min_lift == 0 else f"the required lift {min_lift:g}"
+        beaten = " and ".join(_interval_text(label, what, d) for what, d in compared.values())
+        reason = "; ".join([f"promoted: {beaten}: every interval is above {above}", *notes])
 
     training = training_record(source, split, part="all")
     served = ALSModel(**config).fit(data)
@@ -309,6 +371,15 @@ def promote(
     served.training = training
     fallback.training = training
     data_entry = data_record(data, source)
+    split_entry = {
+        **split.to_dict(),
+        "fingerprint": fingerprint,
+        "train_cells": train.nnz,
+        "test_cells": test.nnz,
+    }
+    if parts.fold_in is not None:
+        split_entry["fold_in_cells"] = parts.fold_in.nnz
+        split_entry["test_users"] = candidate_result.n_users
     card = {
         "card_version": CARD_VERSION,
         "name": name,
@@ -321,17 +392,23 @@ def promote(
             **{key: data_entry[key] for key in ("n_users", "n_items", "nnz")},
             "training": training,
         },
-        "split": {
-            **split.to_dict(),
-            "fingerprint": fingerprint,
-            "train_cells": train.nnz,
-            "test_cells": test.nnz,
-        },
+        "split": split_entry,
         "k": k,
         "metrics": metrics,
         "popularity_metrics": baseline,
         "previous_metrics": previous_metrics,
-        "gate": {"passed": not losses, "forced": bool(force and losses), "reason": reason},
+        "gate": {
+            "passed": not shortfalls,
+            "forced": bool(force and shortfalls),
+            "reason": reason,
+            "metric": figure,
+            "confidence": confidence,
+            "min_lift": min_lift,
+            "differences": {
+                "popularity": intervals["popularity"].to_dict(),
+                "current": intervals["current"].to_dict() if "current" in intervals else None,
+            },
+        },
         "data": data_entry,
         "fallback": {"model_type": fallback.model_type, "file": target.popularity.name},
         "files": {},
@@ -352,4 +429,5 @@ def promote(
         archived=archived,
         card=card,
         evaluations=evaluations,
+        differences=intervals,
     )

@@ -20,18 +20,34 @@ Formats:
 
 With no path, the shipped MovieLens ml-latest-small (every rating one interaction, with its
 timestamps) is read.
+
+Recency weighting: ``half_life`` (a duration such as ``"30D"``; None: no decay) weighs each event
+by ``0.5 ** (age / half_life)``, its age counted from ``as_of`` or else from the latest event of
+the data at hand; every split re-decays its training part to the part's own latest event, so
+no test event moves a training count (:meth:`~alsresearch.data.Interactions.decayed`, and the
+rules in :mod:`alsresearch.data`). Both need timestamps: an events file with ``timestamp_col``,
+the shipped MovieLens, or the ``movielens`` and ``retailrocket`` formats. ``as_of`` alone
+changes no count: it is checked (no event after it) and fixes the reference time of a half-life
+that ``alsresearch tune`` searches. Both are recorded in canonical text (``"30D"``,
+``"2018-09-24T00:00:00Z"``), so two spellings of one duration compare equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from alsresearch import datasets
 from alsresearch.checks import check_choice, check_float
-from alsresearch.data import Interactions
+from alsresearch.data import (
+    Interactions,
+    format_duration,
+    format_time,
+    parse_half_life,
+    parse_time,
+)
 from alsresearch.errors import SpecMismatchError
 
 __all__ = [
@@ -56,13 +72,17 @@ NOTEBOOK_PARAMETERS = {
     "event_weights": "EVENT_WEIGHTS",
     "timestamp_col": "TIMESTAMP_COL",
     "errors": "DATA_ERRORS",
+    "half_life": "HALF_LIFE",
+    "as_of": "AS_OF",
 }
 
 _COLUMN_FIELDS = ("user_col", "item_col", "weight_col", "event_col", "timestamp_col")
+#: the recency-weighting fields (they need timestamps)
+_DECAY_FIELDS = ("half_life", "as_of")
 #: fields each non-generic format accepts besides path and format
 _FORMAT_FIELDS = {
-    "retailrocket": {"event_weights", "errors"},
-    "movielens": set(),
+    "retailrocket": {"event_weights", "errors", *_DECAY_FIELDS},
+    "movielens": {*_DECAY_FIELDS},
     "lastfm": set(),
     "lastfm-360k": {"errors"},
 }
@@ -140,6 +160,12 @@ class DataSource:
     timestamp_col: str | None = None
     errors: str = "raise"
     """Bad rows: ``"raise"`` an error naming them, or ``"drop"`` them with a warning."""
+    half_life: str | None = None
+    """Recency weighting: each event weighs ``0.5 ** (age / half_life)`` (None: no decay).
+    Any duration :func:`~alsresearch.data.parse_half_life` reads, kept as canonical text."""
+    as_of: str | None = None
+    """The time ages are counted from (None: the latest event of the data at hand), as ISO
+    8601 UTC text; no event may be later."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -152,8 +178,22 @@ class DataSource:
             set_(self, name, _text(getattr(self, name), name))
         set_(self, "event_weights", parse_event_weights(self.event_weights))
         check_choice(self.errors, "errors", ("raise", "drop"))
+        half_life = None if self.half_life == "" else parse_half_life(self.half_life)
+        set_(self, "half_life", None if half_life is None else format_duration(half_life))
+        as_of = None if self.as_of in (None, "") else parse_time(self.as_of, "as_of")
+        set_(self, "as_of", None if as_of is None else format_time(as_of))
         if self.format == "events":
-            changed = [f.name for f in fields(self) if getattr(self, f.name) != f.default]
+            changed = [
+                f.name
+                for f in fields(self)
+                if getattr(self, f.name) != f.default and f.name not in _DECAY_FIELDS
+            ]
+            decay = [name for name in _DECAY_FIELDS if getattr(self, name) is not None]
+            if self.path is not None and decay and self.timestamp_col is None:
+                raise ValueError(
+                    f"{' and '.join(decay)} weigh events by their age, which needs a timestamp "
+                    "column: give timestamp_col (--timestamp-col)"
+                )
             if self.path is None and changed:
                 raise ValueError(
                     f"option(s) {changed} describe an events file, but no path is given (the "
@@ -205,7 +245,8 @@ class DataSource:
         )
 
     def to_notebook_parameters(self) -> dict[str, Any]:
-        """The notebook parameters that describe this source (unset values as "")."""
+        """The notebook parameters that describe this source (unset values as ""; the
+        recency-weighting ones only when set, as in :meth:`to_dict`)."""
         record = self.to_dict()
         record["event_weights"] = format_event_weights(self.event_weights)
         return {
@@ -213,35 +254,68 @@ class DataSource:
             for name, value in record.items()
         }
 
+    def with_tuned(self, data_params: Mapping[str, Any] | None, where: str) -> DataSource:
+        """This source with the data params a sweep chose (best.json's ``data_params``, e.g.
+        ``{"half_life": "30D"}``; None or empty: unchanged). A half-life this source already
+        gives must be the same duration as the tuned one: a ValueError names both otherwise
+        (``where`` names the sweep's record)."""
+        if not data_params:
+            return self
+        unknown = sorted(set(data_params) - {"half_life"})
+        if unknown:
+            raise ValueError(f"{where}: unknown data param(s) {unknown}; expected half_life")
+        seconds = parse_half_life(data_params.get("half_life"))
+        tuned = None if seconds is None else format_duration(seconds)
+        if self.half_life is None:
+            return self if tuned is None else replace(self, half_life=tuned)
+        if self.half_life != tuned:
+            raise ValueError(
+                f"half_life {self.half_life!r} is given, but {where} was tuned with half_life "
+                f"{tuned!r} (None: no decay); leave --half-life out to use the tuned one"
+            )
+        return self
+
     # ------------------------------------------------------------------ using
     def load(self) -> Interactions:
         """Read the interactions (errors name the file, the row and the field)."""
+        if self.format == "events" and self.path is not None:
+            return Interactions.from_events(
+                Path(self.path),
+                user_col=self.user_col,
+                item_col=self.item_col,
+                weight_col=self.weight_col,
+                event_col=self.event_col,
+                event_weights=self.event_weights,
+                timestamp_col=self.timestamp_col,
+                errors=self.errors,
+                half_life=self.half_life,
+                as_of=self.as_of,
+            )
         if self.path is None:
-            return datasets.load_default()
-        if self.format == "retailrocket":
-            return datasets.read_retailrocket(
+            data = datasets.load_default()
+        elif self.format == "retailrocket":
+            data = datasets.read_retailrocket(
                 self.path, event_weights=self.event_weights, errors=self.errors
             )
-        if self.format == "movielens":
-            return datasets.read_movielens(self.path)
-        if self.format == "lastfm":
-            return datasets.read_lastfm(self.path)
-        if self.format == "lastfm-360k":
-            return datasets.read_lastfm_360k(self.path, errors=self.errors)
-        return Interactions.from_events(
-            Path(self.path),
-            user_col=self.user_col,
-            item_col=self.item_col,
-            weight_col=self.weight_col,
-            event_col=self.event_col,
-            event_weights=self.event_weights,
-            timestamp_col=self.timestamp_col,
-            errors=self.errors,
-        )
+        elif self.format == "movielens":
+            data = datasets.read_movielens(self.path)
+        elif self.format == "lastfm":
+            data = datasets.read_lastfm(self.path)
+        else:
+            data = datasets.read_lastfm_360k(self.path, errors=self.errors)
+        if self.half_life is None and self.as_of is None:
+            return data
+        return data.decayed(self.half_life, as_of=self.as_of)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, JSON-ready; the path made absolute so the record stands on its own."""
-        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        """Every field, JSON-ready; the path made absolute so the record stands on its own.
+        ``half_life`` and ``as_of`` appear only when set, so the records of data read without
+        recency weighting are those written before it existed (and compare equal to them)."""
+        record = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in _DECAY_FIELDS or getattr(self, f.name) is not None
+        }
         if self.path is not None:
             record["path"] = str(Path(self.path).expanduser().resolve())
         record["event_weights"] = None if self.event_weights is None else dict(self.event_weights)
@@ -250,14 +324,13 @@ class DataSource:
     def describe(self) -> str:
         """One line for logs: the file (or the shipped default) and the options that differ
         from their defaults."""
-        if self.path is None:
-            return "the shipped MovieLens ml-latest-small"
         extra = [
             f"{f.name}={format_event_weights(self.event_weights) if f.name == 'event_weights' else getattr(self, f.name)}"
             for f in fields(self)
             if f.name != "path" and getattr(self, f.name) != f.default
         ]
-        return self.path + (f" ({', '.join(extra)})" if extra else "")
+        name = "the shipped MovieLens ml-latest-small" if self.path is None else self.path
+        return name + (f" ({', '.join(extra)})" if extra else "")
 
     def check_same(self, recorded: Mapping[str, Any] | None, what: str) -> None:
         """Raise :class:`~alsresearch.errors.SpecMismatchError` when ``recorded`` (a
@@ -268,10 +341,11 @@ class DataSource:
         if recorded is None:
             return
         mine = self.to_dict()
+        keys = [*mine, *(k for k in _DECAY_FIELDS if k not in mine)]
         differs = [
-            f"{key} {recorded.get(key)!r} there, {value!r} here"
-            for key, value in mine.items()
-            if key != "path" and recorded.get(key) != value
+            f"{key} {recorded.get(key)!r} there, {mine.get(key)!r} here"
+            for key in keys
+            if key != "path" and recorded.get(key) != mine.get(key)
         ]
         if (recorded.get("path") is None) != (self.path is None):
             differs.insert(0, f"path {recorded.get('path')!r} there, {mine['path']!r} here")

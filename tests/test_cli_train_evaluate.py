@@ -241,3 +241,29 @@ def test_help_of_every_command_works_without_optional_imports(capsys):
             main([command, "--help"])
         assert done.value.code == 0
         assert "usage: alsresearch " + command in capsys.readouterr().out
+
+
+def test_evaluate_scores_held_out_users_under_the_fold_in_protocol(tmp_path, capsys):
+    """A model fitted on the train part of a fold-in split (users held out whole) is scored
+    by `evaluate --protocol fold_in`; under the standard split it is refused."""
+    from alsresearch.baselines import PopularityModel
+    from alsresearch.evaluate import evaluate
+    from alsresearch.records import training_record
+    from alsresearch.source import DataSource
+    from alsresearch.split import user_holdout
+
+    source, split = DataSource(), SplitSpec(protocol="fold_in", holdout_users=40)
+    train, fold_in, test = user_holdout(source.load(), 40, fold_in_fraction=0.8, seed=42)
+    model = PopularityModel().fit(train)
+    model.training = training_record(source, split)
+    path = model.save(tmp_path / "pop.npz")
+    fold_in_args = ["--protocol", "fold_in", "--holdout-users", "40"]
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(path), *fold_in_args, "--out", str(out)]) == 0
+    metrics = json.loads((out / "results.json").read_text())["metrics"]
+    expected = evaluate(model, train, test, protocol="fold_in", fold_in=fold_in).metrics
+    assert metrics["popularity_ndcg@100"] == pytest.approx(expected["ndcg@100"])
+    assert metrics["popularity_recall@50_low"] <= expected["recall@50"]
+    assert "40 users" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(path)]) == 1
+    assert "protocol 'fold_in' there, 'standard' here" in capsys.readouterr().err

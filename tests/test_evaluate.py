@@ -1,5 +1,6 @@
 """evaluate(): agrees with a plain per-user Python loop, with implicit, and on MovieLens ALS
-beats popularity."""
+beats popularity; metrics at their own cut-offs; interval columns in compare; the fold-in
+protocol against hand-computed and float64 closed-form references."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import scipy.sparse as sp
 from alsresearch.base import Recommender
 from alsresearch.baselines import PopularityModel
 from alsresearch.data import Interactions
-from alsresearch.errors import UnknownIdError
+from alsresearch.errors import SpecMismatchError, UnknownIdError
 from alsresearch.evaluate import ALL_METRICS, evaluate
 from alsresearch.split import random_holdout
 from tests.conftest import random_interactions
@@ -249,3 +250,235 @@ def test_als_beats_popularity_on_movielens(movielens):
     assert als["hit_rate@10"] > popular["hit_rate@10"] * 1.1
     assert als["coverage@10"] > popular["coverage@10"] * 5
     assert als["popularity_rank@10"] > popular["popularity_rank@10"]
+
+
+# ---------------------------------------------------------------------- cut-offs
+def test_metrics_at_their_own_cut_offs_agree_with_the_naive_loop(random_case):
+    """A name with "@j" is measured on the first j items; bare names at k."""
+    model, train, test = random_case
+    wanted = ["ndcg", "recall@20", "precision@5", "coverage@20", "popularity_rank@20", "mrr@3"]
+    result = evaluate(model, train, test, k=3, metrics=wanted)
+    assert list(result.metrics) == [
+        "ndcg@3", "recall@20", "precision@5", "coverage@20", "popularity_rank@20", "mrr@3",
+    ]  # fmt: skip
+    assert result.recommended.shape == (result.n_users, 20)
+    naive = {k: naive_evaluation(model.user_factors, model.item_factors, train.matrix,
+                                 test.matrix, k) for k in (3, 5, 20)}  # fmt: skip
+    for column, (name, k) in {
+        "ndcg@3": ("ndcg", 3),
+        "recall@20": ("recall", 20),
+        "precision@5": ("precision", 5),
+        "popularity_rank@20": ("popularity_rank", 20),
+        "mrr@3": ("mrr", 3),
+    }.items():
+        np.testing.assert_allclose(result.per_user[column], naive[k][name], atol=1e-9, rtol=0)
+    shown = {i for top in naive[20]["top"] for i in top}
+    assert result.metrics["coverage@20"] == pytest.approx(len(shown) / train.n_items)
+
+
+@pytest.mark.parametrize(
+    "metrics, match",
+    [
+        (["ndcg@0"], r"the cut-off of 'ndcg@0' must be an integer in \[1, 100000\], got 0"),
+        (["ndcg@ten"], r"metric 'ndcg@ten': the cut-off after '@' must be an integer"),
+        (["recall@100001"], r"must be an integer in \[1, 100000\], got 100001"),
+        (["auc@10"], r"unknown metric\(s\) \['auc@10'\]"),
+    ],
+)
+def test_bad_cut_offs_are_clear_errors(small_interactions, metrics, match):
+    train, test = random_holdout(small_interactions, seed=0)
+    model = PopularityModel().fit(train)
+    with pytest.raises(ValueError, match=match):
+        evaluate(model, train, test, metrics=metrics)
+
+
+# ---------------------------------------------------------------------- intervals in compare
+def test_compare_adds_bootstrap_intervals_next_to_each_per_user_metric(random_case):
+    from alsresearch.evaluate import compare, flat_metrics, mean_interval
+
+    model, train, test = random_case
+    popularity = PopularityModel().fit(train)
+    table, results = compare({"m": model, "pop": popularity}, train, test, k=5, n_boot=300)
+    assert list(table.columns[:3]) == ["ndcg@5", "ndcg@5_low", "ndcg@5_high"]
+    assert "coverage@5" in table.columns and "coverage@5_low" not in table.columns
+    for name, result in results.items():
+        for metric, value in result.metrics.items():
+            assert table.loc[name, metric] == value  # the existing columns are unchanged
+            if metric.startswith("coverage"):
+                continue
+            interval = mean_interval(result, metric, 0.95, 300, 0)
+            assert table.loc[name, f"{metric}_low"] == interval.low
+            assert table.loc[name, f"{metric}_high"] == interval.high
+            assert interval.low <= value <= interval.high
+    plain, _ = compare({"m": model}, train, test, k=5, confidence=None)
+    assert list(plain.columns) == list(results["m"].metrics)
+    assert "m_ndcg@5_low" in flat_metrics(table)
+
+
+def test_by_history_intervals_cover_each_group(random_case):
+    model, train, test = random_case
+    result = evaluate(model, train, test, k=5)
+    table = result.by_history(confidence=0.9, n_boot=200)
+    plain = result.by_history()
+    pd.testing.assert_frame_equal(table[plain.columns], plain)
+    assert (table["ndcg@5_low"] <= table["ndcg@5"]).all()
+    assert (table["ndcg@5"] <= table["ndcg@5_high"]).all()
+    assert "coverage@5_low" not in table.columns
+
+
+# ---------------------------------------------------------------------- the fold-in protocol
+def fold_in_case(seed: int = 0):
+    """Hand-placed held-out users: rows 0 and 1 never train; row 0 folds in items {0, 1} and
+    is tested on {2, 5}; row 1 folds in {3} and is tested on {0}."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 12, 8
+    dense = (rng.random((n_users, n_items)) < 0.5) * rng.integers(1, 4, size=(n_users, n_items))
+    dense[:2] = 0
+    dense[2:, 6] = 0  # item 6: never in train
+    fold_in = np.zeros_like(dense)
+    test = np.zeros_like(dense)
+    fold_in[0, [0, 1]] = [2, 1]
+    fold_in[1, 3] = 3
+    test[0, [2, 5]] = 1
+    test[1, 0] = 1
+    users = [f"u{i}" for i in range(n_users)]
+    train = Interactions(sp.csr_matrix(dense.astype(float)), users, np.arange(n_items) * 10)
+    return (
+        train,
+        train.with_matrix(sp.csr_matrix(fold_in.astype(float))),
+        train.with_matrix(sp.csr_matrix(test.astype(float))),
+    )
+
+
+def test_fold_in_ranks_held_out_users_by_popularity_by_hand():
+    train, fold_in, test = fold_in_case()
+    model = PopularityModel().fit(train)
+    result = evaluate(model, train, test, k=3, protocol="fold_in", fold_in=fold_in,
+                      metrics=["ndcg", "recall@5", "hit_rate@1"])  # fmt: skip
+    # popularity = users per item in train; ties to the lower index; fold-in items excluded
+    pop = (train.matrix > 0).sum(axis=0).A1
+    order = sorted(range(8), key=lambda i: (-pop[i], i))
+    top0 = [i for i in order if i not in (0, 1)]
+    top1 = [i for i in order if i != 3]
+    assert result.recommended.tolist() == [top0[:5], top1[:5]]
+
+    def ndcg(top, relevant, k):
+        dcg = sum(1 / log2(r + 2) for r, i in enumerate(top[:k]) if i in relevant)
+        return dcg / sum(1 / log2(r + 2) for r in range(min(k, len(relevant))))
+
+    assert result.per_user["user_id"].tolist() == ["u0", "u1"]
+    assert result.per_user["history"].tolist() == [2, 1]  # fold-in items, not training items
+    expected = [ndcg(top0, {2, 5}, 3), ndcg(top1, {0}, 3)]
+    np.testing.assert_allclose(result.per_user["ndcg@3"], expected, rtol=0, atol=1e-12)
+    recall = [len({2, 5} & set(top0[:5])) / 2, float(0 in top1[:5])]
+    np.testing.assert_allclose(result.per_user["recall@5"], recall, rtol=0, atol=1e-12)
+    assert result.per_user["hit_rate@1"].tolist() == [float(top0[0] in {2, 5}),
+                                                      float(top1[0] == 0)]  # fmt: skip
+    assert result.n_cold_items == 0 and result.protocol == "fold_in"
+
+
+def test_fold_in_matches_a_float64_closed_form_als_fold_in():
+    """x = (Y^T Y + Y^T (C - I) Y + lambda I)^-1 Y^T C p with c = 1 + alpha r, solved in float64
+    on the model's item factors; scores Y x; the fold-in items excluded."""
+    from alsresearch.als import ALSModel
+
+    train, fold_in, test = fold_in_case(3)
+    model = ALSModel(factors=4, iterations=6, alpha=2.0, regularization=0.3, dtype="float64",
+                     solver="cholesky", random_state=1).fit(train)  # fmt: skip
+    result = evaluate(model, train, test, k=4, protocol="fold_in", fold_in=fold_in,
+                      metrics=["ndcg"])  # fmt: skip
+    Y = model.item_factors.astype(np.float64)
+    for row, r in enumerate((0, 1)):
+        counts = fold_in.matrix[r].toarray().ravel()
+        c = 1 + 2.0 * counts
+        p = (counts > 0).astype(float)
+        A = Y.T @ (c[:, None] * Y) + 0.3 * np.eye(4)
+        x = np.linalg.solve(A, Y.T @ (c * p))
+        scores = Y @ x
+        top = [i for i in np.lexsort((np.arange(8), -scores)) if counts[i] == 0][:4]
+        assert result.recommended[row].tolist() == top
+        relevant = set(test.matrix[r].indices)
+        dcg = sum(1 / log2(k + 2) for k, i in enumerate(top) if i in relevant)
+        idcg = sum(1 / log2(k + 2) for k in range(min(4, len(relevant))))
+        assert result.per_user["ndcg@4"][row] == pytest.approx(dcg / idcg, abs=1e-12)
+        # and the public path for one anonymous user gives the same list
+        items = train.item_ids[fold_in.matrix[r].indices]
+        listed, _ = model.recommend_for_history(items, fold_in.matrix[r].data, n=4)
+        assert listed.tolist() == train.item_ids[top].tolist()
+
+
+def test_fold_in_reports_the_deeper_metrics_by_default():
+    train, fold_in, test = fold_in_case()
+    model = PopularityModel().fit(train)
+    result = evaluate(model, train, test, protocol="fold_in", fold_in=fold_in)
+    assert list(result.metrics) == [f"{m}@10" for m in ALL_METRICS] + [
+        "recall@20", "recall@50", "ndcg@100",
+    ]  # fmt: skip
+    assert result.recommended.shape == (2, 100) and (result.recommended[:, 8:] == -1).all()
+    assert result.to_dict()["protocol"] == "fold_in"
+    assert "ndcg@100" not in evaluate(model, train, test).metrics  # the standard protocol
+
+
+def test_fold_in_errors_name_the_problem():
+    train, fold_in, test = fold_in_case()
+    model = PopularityModel().fit(train)
+    with pytest.raises(ValueError, match="protocol 'fold_in' needs fold_in="):
+        evaluate(model, train, test, protocol="fold_in")
+    with pytest.raises(ValueError, match="fold_in is only used by protocol='fold_in'"):
+        evaluate(model, train, test, fold_in=fold_in)
+    with pytest.raises(ValueError, match=r"protocol must be one of \['fold_in', 'standard'\]"):
+        evaluate(model, train, test, protocol="strong", fold_in=fold_in)
+    # a test user who trains is not held out
+    leaky = test.with_matrix(test.matrix + sp.csr_matrix(([1.0], ([5], [6])), shape=(12, 8)))
+    with pytest.raises(
+        ValueError, match=r"1 evaluated users have training cells \(e.g. user 'u5'\)"
+    ):
+        evaluate(model, train, leaky, protocol="fold_in", fold_in=fold_in)
+    no_history = fold_in.with_matrix(fold_in.matrix.multiply(np.arange(12)[:, None] != 1).tocsr())
+    with pytest.raises(ValueError, match=r"no fold-in history to rank from \(e.g. user 'u1'\)"):
+        evaluate(model, train, test, protocol="fold_in", fold_in=no_history)
+    other = Interactions(fold_in.matrix, fold_in.user_ids[::-1].copy(), fold_in.item_ids)
+    with pytest.raises(ValueError, match="not in train's id space"):
+        evaluate(model, train, test, protocol="fold_in", fold_in=other)
+
+
+@pytest.mark.realdata
+def test_fold_in_never_refits_and_matches_recommend_for_history_on_movielens_users(movielens):
+    """user_holdout -> fit once -> evaluate: each held-out user's list is what
+    recommend_for_history gives for their fold-in history."""
+    from alsresearch.als import ALSModel
+    from alsresearch.split import user_holdout
+
+    train, fold_in, test = user_holdout(movielens, 15, seed=0)
+    model = ALSModel(factors=8, iterations=3, random_state=0).fit(train)
+    factors = model.item_factors.copy()
+    result = evaluate(model, train, test, k=10, protocol="fold_in", fold_in=fold_in, chunk_size=4)
+    np.testing.assert_array_equal(model.item_factors, factors)  # nothing was refitted
+    assert result.n_users == 15
+    rows = train.user_index(result.per_user["user_id"].tolist())
+    for r, row in enumerate(rows):
+        history = fold_in.matrix[row]
+        listed, _ = model.recommend_for_history(
+            train.item_ids[history.indices], history.data, n=100
+        )
+        assert train.item_ids[result.recommended[r]].tolist() == listed.tolist()
+
+
+@pytest.mark.realdata
+def test_a_saved_model_is_scored_under_the_fold_in_protocol_it_was_trained_for(movielens):
+    from alsresearch.evaluate import evaluate_trained_model
+    from alsresearch.records import training_record
+    from alsresearch.source import DataSource
+    from alsresearch.split import SplitSpec, user_holdout
+
+    source, split = DataSource(), SplitSpec(protocol="fold_in", holdout_users=50)
+    train, fold_in, test = user_holdout(source.load(), 50, fold_in_fraction=0.8, seed=42)
+    model = PopularityModel().fit(train)
+    model.training = training_record(source, split)
+    table, _, _, scored_test = evaluate_trained_model(model, source, split)
+    expected = evaluate(model, train, test, protocol="fold_in", fold_in=fold_in).metrics
+    assert scored_test.nnz == test.nnz
+    assert table.loc["popularity", list(expected)].to_dict() == pytest.approx(expected)
+    assert "ndcg@100_low" in table.columns
+    with pytest.raises(SpecMismatchError, match="protocol 'fold_in' there, 'standard' here"):
+        evaluate_trained_model(model, source, SplitSpec())

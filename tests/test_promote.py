@@ -1,10 +1,12 @@
-"""Promotion: the gate (popularity, the current model, --force), the card and the model file it
-writes, the data-source and split records it checks, and ``alsresearch promote``.
+"""Promotion: the gate (paired bootstrap intervals against popularity and the current model,
+--confidence, --min-lift, --force), the card and the model file it writes, the data-source and
+split records it checks, the fold-in protocol, and ``alsresearch promote``.
 
 Parameter sets, measured on the shipped MovieLens with the default split (random 20%, seed 42):
-LOSER (1 factor, 1 iteration, alpha 40) scores NDCG@10 ~0.158 against popularity's ~0.186;
-MEDIOCRE ~0.244 and GOOD ~0.313 both beat popularity, and GOOD beats MEDIOCRE by a wide margin,
-so the gate's decisions below do not hang on the last digit.
+LOSER (1 factor, 1 iteration, alpha 40) scores NDCG@10 ~0.158 against popularity's ~0.186
+(paired difference -0.028, 95% interval about [-0.037, -0.019]); MEDIOCRE ~0.244 and GOOD
+~0.313 both beat popularity (GOOD by 0.127, interval about [0.113, 0.141]), and GOOD beats
+MEDIOCRE by a wide margin, so the gate's decisions below do not hang on the last digit.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import pytest
 from alsresearch import load_model, paths
 from alsresearch.als import ALSModel
 from alsresearch.artefact import artefact_paths, read_card
+from alsresearch.baselines import PopularityModel
 from alsresearch.cli import main
 from alsresearch.datasets import synthetic_events
 from alsresearch.errors import SpecMismatchError
-from alsresearch.evaluate import evaluate
+from alsresearch.evaluate import evaluate, paired_difference
 from alsresearch.promote import load_params, promote
 from alsresearch.source import DataSource
-from alsresearch.split import SplitSpec, random_holdout, temporal_holdout
+from alsresearch.split import SplitSpec, random_holdout, temporal_holdout, user_holdout
 from tests.artefact_helpers import NAMES, kill_write, snapshot
 from tests.layout import REPO_ROOT
 
@@ -39,8 +42,9 @@ SMALL = {"factors": 8, "iterations": 4, "alpha": 5.0}
 WEIGHTS = {"view": 1.0, "click": 2.0, "purchase": 5.0}
 
 
-def gap_in(reason: str, better: float, worse: float) -> bool:
-    return f"by {better - worse:.4f}" in reason
+def interval_in(reason: str, d) -> bool:
+    """The reason states the interval ``d`` (difference and bounds, as printed)."""
+    return f"{d.difference:.4f} [95% CI {d.low:.4f}, {d.high:.4f}]" in reason
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +88,12 @@ def test_refuses_a_model_that_loses_to_popularity(tmp_path, movielens):
     ours, popularity = result.metrics["ndcg@10"], result.baseline_metrics["ndcg@10"]
     assert ours < popularity
     assert "NDCG@10" in result.reason and "popularity" in result.reason
-    assert gap_in(result.reason, popularity, ours), result.reason
+    d = result.differences["popularity"]
+    # same users on both sides: the mean per-user difference is the difference of the means
+    assert d.difference == pytest.approx(ours - popularity, abs=1e-12)
+    assert d.low <= d.difference <= d.high < 0 and d.n_users == result.evaluations["als"].n_users
+    assert interval_in(result.reason, d) and "below 0" in result.reason, result.reason
+    assert set(result.differences) == {"popularity"}
     assert result.previous_metrics is None and result.model_path is None
     assert list(tmp_path.iterdir()) == []  # nothing written
 
@@ -96,8 +105,11 @@ def test_refuses_a_model_that_loses_to_the_current_one(current, movielens):
     assert not result.promoted
     ours, theirs = result.metrics["ndcg@10"], result.previous_metrics["ndcg@10"]
     assert result.baseline_metrics["ndcg@10"] < ours < theirs  # beats popularity, not GOOD
-    assert "current model" in result.reason and "popularity" not in result.reason
-    assert gap_in(result.reason, theirs, ours), result.reason
+    assert "current model" in result.reason and "vs popularity" not in result.reason
+    d = result.differences["current"]
+    assert d.difference == pytest.approx(ours - theirs, abs=1e-12) and d.high < 0
+    assert interval_in(result.reason, d), result.reason
+    assert result.differences["popularity"].low > 0  # it does beat popularity
     # the current model was re-measured on the same split: GOOD's own figure
     assert theirs == pytest.approx(good.metrics["ndcg@10"], rel=1e-9)
     assert snapshot(models) == before and not (models / "archive").exists()
@@ -109,7 +121,11 @@ def test_force_promotes_a_loser_and_archives_the_previous_files(current, moviele
     result = promote(MEDIOCRE, movielens, models_dir=models, force=True)
     assert result.promoted and "force" in result.reason and "current model" in result.reason
     card = json.loads(result.card_path.read_text())
-    assert card["gate"] == {"passed": False, "forced": True, "reason": result.reason}
+    gate = card["gate"]
+    assert (gate["passed"], gate["forced"], gate["reason"]) == (False, True, result.reason)
+    # both intervals are recorded, the losing one too
+    assert gate["differences"] == {k: d.to_dict() for k, d in result.differences.items()}
+    assert gate["differences"]["current"]["high"] < 0 < gate["differences"]["popularity"]["low"]
     assert card["params"]["factors"] == MEDIOCRE["factors"]
     archived = {p.name.split("-", 1)[1]: p.read_bytes() for p in result.archived}
     assert archived == before  # byte for byte the files that were replaced
@@ -120,11 +136,20 @@ def test_force_promotes_a_loser_and_archives_the_previous_files(current, moviele
     assert len(stamps) == 1 and re.fullmatch(r"\d{8}T\d{6}Z", stamps.pop())
 
 
-def test_equal_parameters_are_no_loss(current, movielens):
+def test_the_current_parameters_again_are_refused(current, movielens):
+    """A model against itself: a difference of exactly 0, an interval [0, 0] that covers 0,
+    p = 1, and a gate that refuses (nothing to gain by replacing it)."""
     models, good = current
+    before = snapshot(models)
     result = promote(GOOD, movielens, models_dir=models)
-    assert result.promoted, result.reason
+    assert not result.promoted
     assert result.previous_metrics == result.metrics == good.metrics
+    d = result.differences["current"]
+    assert (d.difference, d.low, d.high, d.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert d.n_users == result.evaluations["als"].n_users
+    assert "current model" in result.reason and "does not exclude 0" in result.reason
+    assert "vs popularity" not in result.reason  # that comparison passed
+    assert snapshot(models) == before
 
 
 def test_changed_data_is_said_and_still_compared_on_one_split(current, movielens):
@@ -153,8 +178,8 @@ def test_unreadable_current_card_blocks_unless_forced(current, movielens):
 def test_the_next_promotion_undoes_an_interrupted_one_first(current, movielens):
     models, good = current
     kill_write(models, 2)
-    result = promote(GOOD, movielens, models_dir=models)
-    assert result.promoted and "interrupted promotion was undone" in result.reason
+    result = promote(GOOD, movielens, models_dir=models)  # GOOD again: refused, see above
+    assert not result.promoted and "interrupted promotion was undone" in result.reason
     # compared with GOOD's card put back, not with the half-written one
     assert result.previous_metrics == good.metrics
     assert not artefact_paths(models / "als_baseline.npz").journal.exists()
@@ -185,6 +210,18 @@ def test_card_records_what_was_measured_and_what_is_served(promoted_good, moviel
     pd.testing.assert_frame_equal(
         result.evaluations["als"].by_history(), measured.by_history(), rtol=1e-9
     )
+    # the gate's interval against popularity, recorded in full, from the same per-user figures
+    popular = evaluate(PopularityModel().fit(train), train, test, k=10)
+    gate = card["gate"]
+    assert (gate["metric"], gate["confidence"], gate["min_lift"]) == ("ndcg@10", 0.95, 0.0)
+    assert gate["differences"]["current"] is None  # nothing was promoted before
+    recorded = gate["differences"]["popularity"]
+    assert set(recorded) >= {"difference", "low", "high", "p_value", "n_users", "n_boot", "seed"}
+    expected = paired_difference(measured, popular, "ndcg@10", 0.95, 2000, 0).to_dict()
+    assert recorded.pop("metric") == expected.pop("metric") == "ndcg@10"
+    assert recorded == pytest.approx(expected, rel=1e-9)
+    assert 0 < recorded["low"] < recorded["difference"] < recorded["high"]
+    assert recorded["n_users"] == measured.n_users == 610
     # provenance: the commit of the code that ran (HEAD then, so HEAD or one of its ancestors
     # now: other work may be committed while the tests run)
     commit = card["environment"]["git"]["commit"]
@@ -268,7 +305,8 @@ def test_a_card_from_before_the_records_is_compared_as_before(current, movielens
     card_path.write_text(json.dumps(card))
     params = {**GOOD, "random_state": 42}  # the card's, though the split seed is 7
     result = promote(params, movielens, split=SplitSpec(seed=7), models_dir=models)
-    assert result.promoted, result.reason
+    assert not result.promoted  # the same parameters: no gain over the current model
+    assert "does not exclude 0" in result.reason
     assert "different data" not in result.reason  # the fingerprint was read from "dataset"
     assert "split" not in result.reason
     assert result.previous_metrics == result.metrics  # same parameters, same (new) split
@@ -279,6 +317,67 @@ def test_a_split_without_a_test_part_is_refused(tmp_path, movielens):
     with pytest.raises(ValueError, match=r"needs a test split.*test_fraction must be > 0"):
         promote(GOOD, movielens, split=SplitSpec(test_fraction=0.0), models_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_min_lift_and_confidence_move_the_bar(tmp_path, movielens):
+    """GOOD beats popularity by ~0.127 with a 95% interval of about [0.113, 0.141]: a
+    required lift of 0.2 refuses it; a 99.9% interval is wider than the 95% one."""
+    strict = promote(GOOD, movielens, models_dir=tmp_path / "a", min_lift=0.2)
+    assert not strict.promoted
+    assert "does not lie above the required lift 0.2" in strict.reason, strict.reason
+    assert not (tmp_path / "a").exists()  # nothing written
+    sure = promote(GOOD, movielens, models_dir=tmp_path / "b", confidence=0.999)
+    assert sure.promoted, sure.reason
+    wide, usual = sure.differences["popularity"], strict.differences["popularity"]
+    assert wide.difference == usual.difference  # the same figures, another quantile
+    assert wide.low < usual.low < usual.high < wide.high
+    assert "99.9% CI" in sure.reason and sure.card["gate"]["confidence"] == 0.999
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"confidence": 0.0}, r"confidence must be a finite number in \(0.0, 1.0\), got 0.0"),
+        ({"confidence": 1.0}, r"confidence must be a finite number in \(0.0, 1.0\), got 1.0"),
+        ({"confidence": float("nan")}, r"confidence must be a finite number"),
+        ({"confidence": True}, r"confidence must be a finite number"),
+        ({"min_lift": -0.01}, r"min_lift must be a finite number >= 0.0, got -0.01"),
+        ({"min_lift": float("inf")}, r"min_lift must be a finite number"),
+    ],
+)
+def test_bad_gate_settings_fail_before_any_work(tmp_path, movielens, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        promote(GOOD, movielens, models_dir=tmp_path, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- fold-in protocol
+def test_the_fold_in_protocol_gates_on_users_never_trained(tmp_path, movielens):
+    split = SplitSpec(protocol="fold_in", holdout_users=0.2)
+    result = promote(GOOD, movielens, split=split, models_dir=tmp_path)
+    assert result.promoted, result.reason
+    card = read_card(result.card_path)
+    assert card["split"] == {
+        **split.to_dict(),
+        **{k: card["split"][k] for k in ("fingerprint", "train_cells", "test_cells")},
+        "fold_in_cells": card["split"]["fold_in_cells"],
+        "test_users": card["split"]["test_users"],
+    }
+    # the same three parts as user_holdout: 20% of the users, each 80/20 fold-in/test
+    train, fold_in, test = user_holdout(movielens, 0.2, fold_in_fraction=0.8, seed=42)
+    assert (card["split"]["train_cells"], card["split"]["fold_in_cells"]) == (
+        train.nnz,
+        fold_in.nnz,
+    )
+    assert card["split"]["test_cells"] == test.nnz and card["split"]["test_users"] == 122
+    refit = ALSModel(**card["params"]).fit(train)
+    measured = evaluate(refit, train, test, protocol="fold_in", fold_in=fold_in)
+    assert result.metrics == pytest.approx(measured.metrics, rel=1e-9)
+    assert {"recall@20", "recall@50", "ndcg@100"} <= set(card["metrics"])
+    assert card["gate"]["differences"]["popularity"]["n_users"] == 122
+    # a standard split is another split than the card's
+    with pytest.raises(SpecMismatchError, match=r"protocol 'fold_in' there, 'standard' here"):
+        promote(GOOD, movielens, models_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------- parameters
@@ -341,6 +440,32 @@ def test_promote_command_with_typed_events_and_a_temporal_split(tmp_path, typed_
     assert card["split"] == {**card["split"], "kind": "temporal", "test_fraction": 0.25}
 
 
+def test_promote_command_with_the_fold_in_protocol_and_gate_options(tmp_path, capsys):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(GOOD))
+    models = ["--models-dir", str(tmp_path / "models")]
+    fold_in = ["--protocol", "fold_in", "--holdout-users", "100"]
+    argv = ["promote", "--params", str(params), *models, *fold_in, "--confidence", "0.9"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "vs popularity" in out and "90% CI" in out
+    card = read_card(tmp_path / "models" / "als_baseline.json")
+    assert card["split"]["protocol"] == "fold_in" and card["split"]["holdout_users"] == 100
+    assert card["split"]["test_users"] == 100 and card["gate"]["confidence"] == 0.9
+    # the same parameters again: refused, and the interval is said
+    assert main(["promote", "--params", str(params), *models, *fold_in]) == 1
+    err = capsys.readouterr().err
+    assert "not promoted" in err and "0.0000 [95% CI 0.0000, 0.0000] does not exclude 0" in err
+    for bad, named in (
+        (["--confidence", "1.5"], "--confidence"),
+        (["--min-lift", "-1"], "--min-lift"),
+        (["--holdout-users", "1.5"], "holdout_users"),
+        (["--protocol", "fold_in", "--split", "temporal"], "split kind must be 'random'"),
+    ):
+        assert main(["promote", "--params", str(params), *models, *bad]) == 1
+        assert named in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "stray, named",
     [
@@ -350,6 +475,10 @@ def test_promote_command_with_typed_events_and_a_temporal_split(tmp_path, typed_
         (["--force"], "--force"),
         (["--split", "random"], "--split"),  # given, though it is the default value
         (["-k", "10"], "-k"),
+        (["--confidence", "0.9"], "--confidence"),
+        (["--min-lift", "0"], "--min-lift"),
+        (["--protocol", "fold_in"], "--protocol"),
+        (["--holdout-users", "10"], "--holdout-users"),
     ],
 )
 def test_recover_takes_no_promotion_options(tmp_path, capsys, stray, named):

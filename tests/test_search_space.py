@@ -104,3 +104,254 @@ def test_bad_yaml_is_named(tmp_path):
     path.write_text("params: {alpha: [1, 2\n")
     with pytest.raises(ValueError, match=r"broken\.yaml: not valid YAML"):
         SearchSpace.load(path)
+
+
+# ------------------------------------------------------------------ conditional params
+SCALED = {
+    **SMALL,
+    "params": {
+        **SMALL["params"],
+        "regularization_scaling": {
+            "type": "categorical",
+            "choices": ["none", "count", "frequency"],
+        },
+        "regularization_exponent": {
+            "type": "float",
+            "low": 0.0,
+            "high": 2.0,
+            "when": {"regularization_scaling": "frequency"},
+        },
+    },
+    "defaults": {
+        **SMALL["defaults"],
+        "regularization_scaling": "none",
+        "regularization_exponent": 1.0,
+    },
+}
+
+
+def _study(space: SearchSpace, n_trials: int, seed: int = 0):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    study.enqueue_trial(space.trial_zero())
+    sampled = []
+
+    def objective(trial):
+        model, data = space.sample(trial)
+        sampled.append((model, data))
+        return 0.0
+
+    study.optimize(objective, n_trials=n_trials)
+    return study, sampled
+
+
+def test_conditional_param_is_sampled_only_when_its_condition_holds():
+    space = SearchSpace.from_dict(SCALED, "scaled")
+    study, sampled = _study(space, 40)
+    modes = [t.params["regularization_scaling"] for t in study.trials]
+    assert {"none", "count", "frequency"} <= set(modes)
+    for trial, (model, _) in zip(study.trials, sampled, strict=True):
+        on = trial.params["regularization_scaling"] == "frequency"
+        # Optuna saw the param only in those trials: no dead dimension
+        assert ("regularization_exponent" in trial.params) == on
+        assert ("regularization_exponent" in trial.distributions) == on
+        assert ("regularization_exponent" in model) == on
+        if on:
+            assert 0.0 <= model["regularization_exponent"] <= 2.0
+        assert model["solver"] == "cg"  # the fixed arguments come along
+    # trial 0 is the defaults, where the exponent's condition does not hold
+    assert study.trials[0].params == {**SMALL["defaults"], "regularization_scaling": "none"}
+
+
+def test_trial_zero_keeps_a_conditional_default_whose_condition_holds():
+    spec = {**SCALED, "defaults": {**SCALED["defaults"], "regularization_scaling": "frequency"}}
+    space = SearchSpace.from_dict(spec, "scaled")
+    assert space.trial_zero()["regularization_exponent"] == 1.0
+    study, _ = _study(space, 1)
+    assert study.trials[0].params["regularization_exponent"] == 1.0
+
+
+def test_condition_with_several_values_and_a_chain():
+    spec = {
+        **SCALED,
+        "params": {
+            **SCALED["params"],
+            "regularization_exponent": {
+                "type": "float",
+                "low": 0.0,
+                "high": 2.0,
+                "when": {"regularization_scaling": ["count", "frequency"]},
+            },
+        },
+    }
+    space = SearchSpace.from_dict(spec, "several")
+    study, _ = _study(space, 30, seed=1)
+    for t in study.trials:
+        on = t.params["regularization_scaling"] in ("count", "frequency")
+        assert ("regularization_exponent" in t.params) == on
+    # round trip through the dict keeps the condition
+    again = SearchSpace.from_dict(space.to_dict(), "again")
+    assert again.params == space.params
+    assert again.to_dict()["params"]["regularization_exponent"]["when"] == {
+        "regularization_scaling": ["count", "frequency"]
+    }
+
+
+def _with_condition(when, name="regularization_exponent", order=None):
+    params = dict(SCALED["params"])
+    params[name] = {**params[name], "when": when}
+    if order:
+        params = {k: params[k] for k in order}
+    return {**SCALED, "params": params}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            _with_condition({"regularization_mode": "frequency"}),
+            "params.regularization_exponent.when names 'regularization_mode', which is not a "
+            "searched param",
+        ),
+        (
+            _with_condition({"regularization_scaling": "often"}),
+            "params.regularization_exponent.when: ['often'] not among "
+            "params.regularization_scaling.choices ['none', 'count', 'frequency']",
+        ),
+        (
+            _with_condition({"alpha": 1.0}),
+            "params.regularization_exponent.when: 'alpha' is float; a condition needs a "
+            "categorical param",
+        ),
+        (
+            _with_condition(
+                {"regularization_scaling": "frequency"},
+                order=[
+                    "alpha",
+                    "regularization",
+                    "factors",
+                    "iterations",
+                    "scaling",
+                    "regularization_exponent",
+                    "regularization_scaling",
+                ],
+            ),
+            "'regularization_scaling' must come before 'regularization_exponent' in params",
+        ),
+        (
+            _with_condition({"regularization_scaling": "frequency"}, name="regularization_scaling"),
+            "'regularization_scaling' must come before 'regularization_scaling'",
+        ),
+        (_with_condition("frequency"), "params.regularization_exponent.when must map"),
+        (_with_condition({"regularization_scaling": []}), "an empty list of values never holds"),
+    ],
+)
+def test_bad_condition_is_refused_naming_the_field(spec, message):
+    with pytest.raises(ValueError) as err:
+        SearchSpace.from_dict(spec, "bad.yaml")
+    assert message in str(err.value)
+    assert "bad.yaml" in str(err.value)
+
+
+def test_contradictory_chained_conditions_are_refused():
+    spec = _with_condition({"regularization_scaling": "frequency"})
+    spec["params"]["scaling"] = {
+        "type": "categorical",
+        "choices": ["raw", "log"],
+        "when": {"factors": 4},
+    }
+    spec["params"]["regularization_scaling"]["when"] = {"scaling": "log"}
+    spec["params"]["regularization_exponent"]["when"] = {
+        "regularization_scaling": "frequency",
+        "scaling": "raw",
+    }
+    with pytest.raises(ValueError, match=r"params\.regularization_exponent is never sampled"):
+        SearchSpace.from_dict(spec, "bad.yaml")
+
+
+def test_conditional_range_is_checked_with_its_condition_on():
+    # a negative exponent is refused by ALSConfig: the range end is checked with scaling set to
+    # frequency, where it would be used
+    spec = _with_condition({"regularization_scaling": "frequency"})
+    spec["params"]["regularization_exponent"] = {
+        **spec["params"]["regularization_exponent"],
+        "low": -1.0,
+    }
+    with pytest.raises(
+        ValueError, match=r"params\.regularization_exponent: regularization_exponent"
+    ):
+        SearchSpace.from_dict(spec, "bad.yaml")
+
+
+# ------------------------------------------------------------------ data params
+def test_half_life_is_a_data_param_not_a_model_argument():
+    spec = {
+        **SMALL,
+        "params": {
+            **SMALL["params"],
+            "half_life": {"type": "categorical", "choices": [None, "7D", "30D"]},
+        },
+        "defaults": {**SMALL["defaults"], "half_life": None},
+    }
+    space = SearchSpace.from_dict(spec, "decay")
+    assert space.data_params == ("half_life",)
+    assert "half_life" not in space.defaults and space.data_defaults == {"half_life": None}
+    assert space.trial_zero()["half_life"] is None
+    assert space.to_dict()["defaults"] == spec["defaults"]
+    study, sampled = _study(space, 10)
+    for trial, (model, data) in zip(study.trials, sampled, strict=True):
+        assert "half_life" not in model and data == {"half_life": trial.params["half_life"]}
+    smaller = space.without("half_life")
+    assert smaller.data_params == () and "half_life" not in smaller.to_dict()["defaults"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"type": "float", "low": 1, "high": 30}, "half_life must be categorical"),
+        ({"type": "categorical", "choices": ["7D", "soon"]}, "half_life must be a duration > 0"),
+        (
+            {"type": "categorical", "choices": ["30D", "30 days"]},
+            "'30D' and '30 days' are the same duration",
+        ),
+    ],
+)
+def test_bad_half_life_param_is_refused(entry, message):
+    spec = {
+        **SMALL,
+        "params": {**SMALL["params"], "half_life": entry},
+        "defaults": {**SMALL["defaults"], "half_life": "7D"},
+    }
+    with pytest.raises(ValueError, match=message):
+        SearchSpace.from_dict(spec, "bad.yaml")
+
+
+def test_half_life_cannot_be_fixed_in_the_space():
+    with pytest.raises(ValueError, match=r"fixed: \['half_life'\] weigh the data"):
+        SearchSpace.from_dict({**SMALL, "fixed": {"half_life": "7D"}}, "bad.yaml")
+
+
+def test_without_refuses_a_param_others_depend_on():
+    space = SearchSpace.from_dict(SCALED, "scaled")
+    with pytest.raises(ValueError, match=r"\['regularization_exponent'\] are sampled only on"):
+        space.without("regularization_scaling")
+
+
+def test_the_repository_search_space_loads_with_its_conditional_and_data_params():
+    from tests.layout import REPO_ROOT
+
+    space = SearchSpace.load(REPO_ROOT / "experiments" / "search_space.yaml")
+    p = {x.name: x for x in space.params}
+    assert p["regularization_scaling"].choices == ("none", "count", "frequency")
+    assert p["regularization_exponent"].when == (("regularization_scaling", ("frequency",)),)
+    assert None in p["half_life"].choices and space.data_params == ("half_life",)
+    zero = space.trial_zero()
+    assert zero["regularization_scaling"] == "none" and "regularization_exponent" not in zero
+    assert zero["half_life"] is None
+    assert space.defaults["regularization_exponent"] == 1.0
+    assert space.sampler.get("group") is True  # TPE models the conditional groups
+    # the defaults are ALSModel's own
+    signature = inspect.signature(ALSModel).parameters
+    for name, value in space.defaults.items():
+        assert signature[name].default == value, name

@@ -4,7 +4,9 @@
   (:class:`~alsresearch.source.DataSource`): ``--events``, ``--format``, the column options,
   ``--event-weights view=1,click=2,purchase=5``, ``--timestamp-col``, ``--data-errors``;
 - :func:`add_split_options` / :func:`split_spec`: the test split
-  (:class:`~alsresearch.split.SplitSpec`): ``--split``, ``--test-fraction``, ``--split-seed``.
+  (:class:`~alsresearch.split.SplitSpec`): ``--split``, ``--test-fraction``, ``--split-seed``,
+  and, for the commands that evaluate held-out users by fold-in, ``--protocol`` and
+  ``--holdout-users``.
 
 Options left unset keep the library's defaults (defined once, in the library); an option that
 has no effect in the given combination is an error naming it (the library's checks).
@@ -16,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from alsresearch.source import FORMATS, DataSource
-from alsresearch.split import SPLIT_KINDS, SplitSpec
+from alsresearch.split import PROTOCOLS, SPLIT_KINDS, SplitSpec
 
 __all__ = [
     "HelpFormatter",
@@ -40,10 +42,18 @@ _DATA_OPTIONS = {
     "event_weights": "event_weights",
     "timestamp_col": "timestamp_col",
     "data_errors": "errors",
+    "half_life": "half_life",
+    "as_of": "as_of",
 }
 
 
-_SPLIT_OPTIONS = {"split": "kind", "test_fraction": "test_fraction", "split_seed": "seed"}
+_SPLIT_OPTIONS = {
+    "split": "kind",
+    "test_fraction": "test_fraction",
+    "split_seed": "seed",
+    "protocol": "protocol",
+    "holdout_users": "holdout_users",
+}
 #: option dest -> its flag, where the flag is not the dest with dashes
 _FLAGS = {"data_format": "--format"}
 
@@ -93,6 +103,18 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         choices=("raise", "drop"),
         help="bad rows: stop with an error naming them (default) or drop them with a warning",
     )
+    group.add_argument(
+        "--half-life",
+        metavar="DURATION",
+        help="recency weighting: each event weighs 0.5 ** (age / DURATION), e.g. 30D, '14 days', "
+        "12h, or seconds (needs timestamps; default: no decay)",
+    )
+    group.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="the time event ages are counted from (ISO 8601 or Unix seconds; no event may be "
+        "later; default: the latest event of the training data)",
+    )
 
 
 def data_source(args: argparse.Namespace) -> DataSource:
@@ -105,8 +127,24 @@ def data_source(args: argparse.Namespace) -> DataSource:
     return DataSource(**given)
 
 
-def add_split_options(parser: argparse.ArgumentParser) -> None:
-    """The test-split options: the same values give the same split in every command."""
+def _users(text: str) -> float | int:
+    """``--holdout-users``: an integer is a number of users, anything else a share."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a share of users in (0, 1) or a number of users, got {text!r}"
+        ) from None
+
+
+def add_split_options(parser: argparse.ArgumentParser, fold_in: bool = False) -> None:
+    """The test-split options: the same values give the same split in every command.
+    ``fold_in=True`` adds ``--protocol`` and ``--holdout-users`` (commands that can evaluate
+    held-out users through fold-in)."""
     group = parser.add_argument_group("split", "the held-out test split")
     group.add_argument(
         "--split",
@@ -123,6 +161,24 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--split-seed", type=int, help=f"seed of the test split (default {_SPLIT_DEFAULTS.seed})"
+    )
+    if not fold_in:
+        return
+    group.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="standard: every user trains and part of each user's cells is test; fold_in: "
+        "--holdout-users users never train, --test-fraction of each one's cells is test and "
+        "they are ranked from the rest, folded in without retraining (strong "
+        f"generalization; --split random only; default {_SPLIT_DEFAULTS.protocol})",
+    )
+    group.add_argument(
+        "--holdout-users",
+        type=_users,
+        metavar="SHARE_OR_N",
+        help="with --protocol fold_in: the users held out of training, a share in (0, 1) of "
+        "the users with two or more cells, or a number of users (default "
+        f"{_SPLIT_DEFAULTS.holdout_users})",
     )
 
 

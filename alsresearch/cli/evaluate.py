@@ -22,10 +22,12 @@ def add_command(subparsers) -> None:
         help="score a trained model on the held-out test split, against popularity",
         description=(
             "Re-create the test split of `alsresearch train` (same data options, --split, "
-            "--test-fraction, --split-seed), check that the model was trained on exactly its "
-            "training part (a model that records another data spec or split is refused, "
-            "naming what differs), and print top-k metrics of the model and of item "
-            "popularity fitted on the same training part."
+            "--test-fraction, --split-seed, --protocol), check that the model was trained on "
+            "exactly its training part (a model that records another data spec or split is "
+            "refused, naming what differs), and print top-k metrics of the model and of item "
+            "popularity fitted on the same training part, each mean over users with its 95% "
+            "bootstrap interval (_low, _high). With --protocol fold_in the held-out users, "
+            "absent from training, are ranked from their fold-in histories."
         ),
         formatter_class=HelpFormatter,
     )
@@ -33,7 +35,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--model", type=Path, required=True, help="model file from `alsresearch train`")
     p.add_argument("--k", type=int, default=10, help="list length of the metrics")
     p.add_argument("--out", type=Path, help="also write the figures to this folder's results.json")
-    add_split_options(p)
+    add_split_options(p, fold_in=True)
     p.set_defaults(func=_evaluate)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alsresearch import paths
 from alsresearch.artefact import named_artefact, recover
-from alsresearch.checks import check_int
+from alsresearch.checks import check_float, check_int
 from alsresearch.cli._options import (
     HelpFormatter,
     add_data_options,
@@ -18,8 +18,9 @@ from alsresearch.cli._options import (
     given_options,
     split_spec,
 )
+from alsresearch.evaluate import DEFAULT_CONFIDENCE
 from alsresearch.limits import MAX_TOP_N
-from alsresearch.promote import DEFAULT_K, load_params, promote
+from alsresearch.promote import DEFAULT_K, DEFAULT_MIN_LIFT, load_params, promote
 
 
 def add_command(subparsers) -> None:
@@ -30,15 +31,17 @@ def add_command(subparsers) -> None:
         "model on a held-out split, and write models/<name>.npz + model card",
         description=(
             "Fit ALS with the given parameters on the train part of the test split, evaluate "
-            "NDCG@k on the test part, and refuse (exit 1) when it loses to popularity or to the "
-            "currently promoted model on the same split, or when the current model was read or "
-            "split another way, unless --force. A promoted model is refitted on all the data "
-            "and written with its model card and popularity fallback; the previous files are "
-            "kept in models/archive/."
+            "NDCG@k on the test part, and refuse (exit 1) unless the paired bootstrap interval "
+            "of its per-user NDCG@k difference against popularity, and against the currently "
+            "promoted model refitted on the same split, lies wholly above --min-lift (0: the "
+            "gain must be more than noise), or when the current model was read or split "
+            "another way, unless --force. A promoted model is refitted on all the data and "
+            "written with its model card (which records the intervals) and popularity "
+            "fallback; the previous files are kept in models/archive/."
         ),
     )
     add_data_options(p)
-    add_split_options(p)
+    add_split_options(p, fold_in=True)
     p.add_argument(
         "--params",
         type=Path,
@@ -60,6 +63,18 @@ def add_command(subparsers) -> None:
     )
     p.add_argument("-k", type=int, help=f"cut-off of the gating NDCG (default {DEFAULT_K})")
     p.add_argument(
+        "--confidence",
+        type=float,
+        help="confidence of the bootstrap intervals of the NDCG@k differences, in (0, 1) "
+        f"(default {DEFAULT_CONFIDENCE})",
+    )
+    p.add_argument(
+        "--min-lift",
+        type=float,
+        help="the NDCG@k lift the lower bound of each interval must exceed, >= 0 (default "
+        f"{DEFAULT_MIN_LIFT}: any gain beyond noise)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="promote even when the candidate loses the gate or the current model was read "
@@ -70,7 +85,13 @@ def add_command(subparsers) -> None:
 
 def _promote_command(args: argparse.Namespace) -> int:
     if args.recover:
-        own = {"--params": args.params, "-k": args.k, "--force": args.force or None}
+        own = {
+            "--params": args.params,
+            "-k": args.k,
+            "--confidence": args.confidence,
+            "--min-lift": args.min_lift,
+            "--force": args.force or None,
+        }
         stray = [*given_options(args), *(flag for flag, value in own.items() if value is not None)]
         if stray:
             raise ValueError(
@@ -84,22 +105,39 @@ def _promote_command(args: argparse.Namespace) -> int:
         raise ValueError("--params is required (unless --recover)")
     params = load_params(args.params)  # checked before the data are read
     k = check_int(DEFAULT_K if args.k is None else args.k, "-k", low=1, high=MAX_TOP_N)
+    confidence = DEFAULT_CONFIDENCE if args.confidence is None else args.confidence
+    confidence = check_float(
+        confidence, "--confidence", low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    min_lift = DEFAULT_MIN_LIFT if args.min_lift is None else args.min_lift
+    min_lift = check_float(min_lift, "--min-lift", low=0.0)
+    split = split_spec(args)
     source = data_source(args)
+    from alsresearch.tuning.study import read_data_params
+
+    tuned = read_data_params(args.params)  # a sweep's half-life applies as in `train`
+    source = source.with_tuned(tuned, str(args.params))
+    if tuned:
+        print(f"data params from {args.params}: {tuned}")
     result = promote(
         params,
         source.load(),
         source=source,
-        split=split_spec(args),
+        split=split,
         name=args.name,
         models_dir=args.models_dir,
         force=args.force,
         k=k,
+        confidence=confidence,
+        min_lift=min_lift,
     )
     figure = f"ndcg@{k}"
     print(f"candidate   {figure} = {result.metrics[figure]:.4f}")
     print(f"popularity  {figure} = {result.baseline_metrics[figure]:.4f}")
     if result.previous_metrics is not None:
         print(f"current     {figure} = {result.previous_metrics[figure]:.4f}")
+    for what, d in result.differences.items():
+        print(f"vs {what:<11} {d}")
     if not result.promoted:
         print(f"alsresearch promote: {result.reason}", file=sys.stderr)
         return 1

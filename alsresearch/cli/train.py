@@ -24,15 +24,16 @@ def add_command(subparsers) -> None:
             "ALSModel arguments) and save the model (.npz). By default it fits on the training "
             "part of the test split (--split, --test-fraction, --split-seed), so `alsresearch "
             "evaluate` can score it on the held-out part; --test-fraction 0 fits on all data "
-            "(for serving; such a model cannot be evaluated on this data). The model file "
-            "records the data options and the split."
+            "(for serving; such a model cannot be evaluated on this data). A best.json that "
+            "chose a half-life (recency weighting) applies it, unless --half-life gives the "
+            "same. The model file records the data options and the split."
         ),
         formatter_class=HelpFormatter,
     )
     add_data_options(p)
     p.add_argument("--params", type=Path, required=True, help="best.json or a JSON parameter file")
     p.add_argument("--out", type=Path, required=True, help="model file to write (.npz)")
-    add_split_options(p)
+    add_split_options(p, fold_in=True)
     p.set_defaults(func=_train)
 
 
@@ -40,10 +41,15 @@ def _train(args) -> int:
     from alsresearch.als import ALSModel
     from alsresearch.promote import load_params
     from alsresearch.records import training_record
+    from alsresearch.tuning.study import read_data_params
 
     params = load_params(args.params)
     source, split = data_source(args), split_spec(args)
-    train, _ = split.apply(source.load())
+    tuned = read_data_params(args.params)
+    source = source.with_tuned(tuned, str(args.params))
+    if tuned:
+        print(f"data params from {args.params}: {tuned}")
+    train = split.parts(source.load()).train  # fold-in: the held-out users do not train
     model = ALSModel(**params)
     t0 = time.perf_counter()
     model.fit(train)

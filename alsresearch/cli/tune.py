@@ -32,7 +32,10 @@ def add_command(subparsers) -> None:
             "with the same data and split options). Re-running the same command resumes the "
             "study until --trials trials are complete or pruned; a study made with other data "
             "or split options is refused. Writes trials.csv and best.json (for `alsresearch "
-            "train --params`) into --out; best.json records the data options and the split."
+            "train --params`) into --out; best.json records the data options and the split. "
+            "A half_life param in the space (recency weighting) is searched when the data have "
+            "timestamps: each trial recomputes the training counts in memory; best.json keeps "
+            "the chosen one in data_params."
         ),
         formatter_class=HelpFormatter,
     )
@@ -50,7 +53,7 @@ def add_command(subparsers) -> None:
     p.add_argument(
         "--space", type=Path, help="search space YAML (default: the package's search_space.yaml)"
     )
-    add_split_options(p)
+    add_split_options(p, fold_in=True)
     p.add_argument(
         "--heartbeat",
         type=int,

@@ -5,22 +5,40 @@ checkout's ``experiments/search_space.yaml`` is the copy users edit) holding the
 ALS hyperparameters, the defaults enqueued as trial 0, fixed arguments, the sampler's and
 pruner's settings and the validation protocol. It is checked once, when read: every error names
 the file and the field.
+
+Conditional parameters. A param with ``when: {other: value}`` (or ``{other: [value, ...]}``,
+several entries all holding) is sampled only in trials where ``other`` took one of those values,
+so it is not a dead dimension (Optuna's define-by-run: ``trial.suggest_*`` is called only then,
+and the trial's params leave it out). Params are sampled in the order of the file, so ``other``
+must come before, and must be categorical (a condition names some of its choices). A param whose
+``other`` is itself not sampled in a trial is not sampled either. Every param has a default, but
+trial 0 uses only those whose conditions its defaults meet.
+
+Data parameters (:data:`DATA_PARAMS`): ``half_life``, recency weighting of the events
+(:meth:`alsresearch.data.Interactions.decayed`), is searched like the model's arguments but is
+not one: a trial recomputes its training counts from the events the study keeps in memory (the
+file is never reread). It is categorical, each choice a duration (``"30D"``) or null (no decay);
+:func:`alsresearch.tuning.tune` drops it, with one warning, when the data have no timestamps or
+the data source already fixes a half-life.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from alsresearch import paths
 from alsresearch.checks import check_bool, check_choice, check_float, check_int
+from alsresearch.data import parse_half_life
 from alsresearch.limits import MAX_ITERATIONS, MAX_TOP_N
 from alsresearch.yamlfile import read_yaml
 
-__all__ = ["PARAM_KINDS", "VALIDATION_DEFAULTS", "Param", "SearchSpace"]
+__all__ = ["DATA_PARAMS", "PARAM_KINDS", "VALIDATION_DEFAULTS", "Param", "SearchSpace"]
 
 PARAM_KINDS = ("float", "int", "categorical")
+#: searched parameters that say how the data are weighted, not ALSModel arguments
+DATA_PARAMS = ("half_life",)
 #: the validation settings a search space file may leave out (``fraction``: the share of each
 #: user's *training* cells held out for validation; the test split is separate)
 VALIDATION_DEFAULTS = {"fraction": 0.2, "max_users": 5000, "every": 3, "k": 10}
@@ -37,6 +55,8 @@ class Param:
     high: float | None = None
     log: bool = False
     choices: tuple = ()
+    when: tuple[tuple[str, tuple], ...] = ()
+    """Conditions ``(other param, its values)``: sampled only when every one holds."""
 
     @classmethod
     def from_dict(cls, name: str, spec: Any, where: str) -> Param:
@@ -45,16 +65,21 @@ class Param:
             raise ValueError(f"{where} must be a mapping with a 'type', got {spec!r}")
         kind = check_choice(spec.get("type"), f"{where}.type", PARAM_KINDS)
         allowed = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log"}
-        unknown = sorted(set(spec) - allowed)
+        unknown = sorted(set(spec) - allowed - {"when"})
         if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; expected {sorted(allowed)}")
+            raise ValueError(
+                f"{where}: unknown key(s) {unknown}; expected {sorted(allowed | {'when'})}"
+            )
+        when = _conditions(spec.get("when"), f"{where}.when")
+        if name in DATA_PARAMS:
+            _check_data_param(name, spec, kind, where)
         if kind == "categorical":
             choices = spec.get("choices")
             if not isinstance(choices, list) or not choices:
                 raise ValueError(f"{where}.choices must be a non-empty list, got {choices!r}")
             if len(set(map(repr, choices))) != len(choices):
                 raise ValueError(f"{where}.choices has duplicates: {choices}")
-            return cls(name, kind, choices=tuple(choices))
+            return cls(name, kind, choices=tuple(choices), when=when)
         check = check_int if kind == "int" else check_float
         low, high = (check(spec.get(key), f"{where}.{key}") for key in ("low", "high"))
         log = check_bool(spec.get("log", False), f"{where}.log")
@@ -62,7 +87,12 @@ class Param:
             raise ValueError(f"{where}: low ({low}) must be below high ({high})")
         if log and low <= 0:
             raise ValueError(f"{where}: a log-scaled range needs low > 0, got {low}")
-        return cls(name, kind, low=low, high=high, log=log)
+        return cls(name, kind, low=low, high=high, log=log, when=when)
+
+    def active(self, values: dict[str, Any]) -> bool:
+        """Whether this param is sampled, given the values sampled before it (a param whose
+        condition names a param that was not sampled is not sampled either)."""
+        return all(name in values and values[name] in allowed for name, allowed in self.when)
 
     def suggest(self, trial) -> Any:
         """This parameter's value for an ``optuna.Trial``."""
@@ -83,8 +113,52 @@ class Param:
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "categorical":
-            return {"type": self.kind, "choices": list(self.choices)}
-        return {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
+            spec = {"type": self.kind, "choices": list(self.choices)}
+        else:
+            spec = {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
+        if self.when:
+            spec["when"] = {n: v[0] if len(v) == 1 else list(v) for n, v in self.when}
+        return spec
+
+
+def _conditions(spec: Any, where: str) -> tuple[tuple[str, tuple], ...]:
+    """A ``when`` mapping as ``((param, values), ...)`` (its own checks; the ones that need the
+    other params are :func:`_check_conditions`)."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, dict) or not spec:
+        raise ValueError(
+            f"{where} must map a categorical param to the value (or list of values) that "
+            f"turns this one on, e.g. {{regularization_scaling: frequency}}; got {spec!r}"
+        )
+    out = []
+    for name, value in spec.items():
+        values = tuple(value) if isinstance(value, list) else (value,)
+        if not values:
+            raise ValueError(f"{where}.{name}: an empty list of values never holds")
+        out.append((str(name), values))
+    return tuple(out)
+
+
+def _check_data_param(name: str, spec: dict, kind: str, where: str) -> None:
+    """A data param is categorical, each choice one it understands (half_life: a duration or
+    null)."""
+    if kind != "categorical":
+        raise ValueError(
+            f"{where}: {name} must be categorical, its choices durations or null (no decay), "
+            "e.g. {type: categorical, choices: [null, 7D, 30D, 365D]}"
+        )
+    seen = {}
+    for choice in spec.get("choices") or []:
+        try:
+            seconds = parse_half_life(choice)
+        except ValueError as exc:
+            raise ValueError(f"{where}.choices: {exc}") from None
+        if seconds in seen:
+            raise ValueError(
+                f"{where}.choices: {seen[seconds]!r} and {choice!r} are the same duration"
+            )
+        seen[seconds] = choice
 
 
 @dataclass(frozen=True)
@@ -94,13 +168,16 @@ class SearchSpace:
     YAML layout (every section but ``params`` and ``defaults`` optional)::
 
         params:       # name -> {type: float|int, low, high, log} or {type: categorical, choices}
-        defaults:     # one value per param: trial 0 of every study
+                      #   optionally with when: {other param: value or [values]} (see above)
+        defaults:     # one value per param: trial 0 of every study (where its conditions hold)
         fixed:        # passed to ALSModel unchanged in every trial (e.g. solver: cg)
         sampler:      # optuna.samplers.TPESampler keyword arguments (seed is set by tune)
         pruner:       # optuna.pruners.MedianPruner keyword arguments
         validation:   # fraction (of each user's training cells), max_users, every, k
 
-    Param names are :class:`~alsresearch.als.ALSModel` keyword arguments.
+    Param names are :class:`~alsresearch.als.ALSModel` keyword arguments, or
+    :data:`DATA_PARAMS`. ``defaults`` holds the ALSModel arguments' defaults (trial 0's model,
+    with ``fixed``) and ``data_defaults`` the data params'.
     """
 
     params: tuple[Param, ...]
@@ -110,6 +187,7 @@ class SearchSpace:
     pruner: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
     source: str = "<dict>"
+    data_defaults: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, spec: Any, source: str = "<dict>") -> SearchSpace:
@@ -127,6 +205,7 @@ class SearchSpace:
         if not isinstance(raw_params, dict) or not raw_params:
             raise ValueError(f"{source}: 'params' must map at least one name to its range")
         params = tuple(Param.from_dict(n, s, source) for n, s in raw_params.items())
+        _check_conditions(params, source)
         sections = {}
         for name in _SECTIONS[1:]:
             value = spec.get(name) or {}
@@ -148,15 +227,22 @@ class SearchSpace:
         clash = sorted(set(sections["fixed"]) & set(names))
         if clash:
             raise ValueError(f"{source}: {clash} are both searched and fixed")
+        data_fixed = sorted(set(sections["fixed"]) & set(DATA_PARAMS))
+        if data_fixed:
+            raise ValueError(
+                f"{source}: fixed: {data_fixed} weigh the data, not the model; give a fixed "
+                "half-life with the data options (--half-life), or search it in params"
+            )
         _check_model_arguments(params, defaults, sections["fixed"], source)
         return cls(
             params=params,
-            defaults=defaults,
+            defaults={k: v for k, v in defaults.items() if k not in DATA_PARAMS},
             fixed=sections["fixed"],
             sampler=sections["sampler"],
             pruner=sections["pruner"],
             validation=_validation(sections["validation"], source),
             source=source,
+            data_defaults={k: v for k, v in defaults.items() if k in DATA_PARAMS},
         )
 
     @classmethod
@@ -169,14 +255,50 @@ class SearchSpace:
     def metric(self) -> str:
         return f"ndcg@{self.validation['k']}"
 
+    @property
+    def data_params(self) -> tuple[str, ...]:
+        """The searched :data:`DATA_PARAMS`."""
+        return tuple(p.name for p in self.params if p.name in DATA_PARAMS)
+
+    def sample(self, trial) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One trial's ``(ALSModel keyword arguments, data params)``: the params sampled in
+        file order, each only when its conditions hold, and the fixed arguments."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(values):
+                values[p.name] = p.suggest(trial)
+        model = {**self.fixed, **{k: v for k, v in values.items() if k not in DATA_PARAMS}}
+        return model, {k: v for k, v in values.items() if k in DATA_PARAMS}
+
     def suggest(self, trial) -> dict[str, Any]:
-        """ALSModel keyword arguments for one trial: the sampled params plus the fixed ones."""
-        return {**self.fixed, **{p.name: p.suggest(trial) for p in self.params}}
+        """ALSModel keyword arguments for one trial (:meth:`sample` without the data params)."""
+        return self.sample(trial)[0]
+
+    def trial_zero(self) -> dict[str, Any]:
+        """The defaults enqueued as trial 0: those whose conditions the defaults meet."""
+        return _active(self.params, {**self.defaults, **self.data_defaults})
+
+    def without(self, name: str) -> SearchSpace:
+        """This space with param ``name`` no longer searched (a data param the data cannot
+        use); refused when another param's condition names it."""
+        names = [p.name for p in self.params]
+        if name not in names:
+            raise ValueError(f"{self.source}: {name!r} is not a searched param ({names})")
+        users = [p.name for p in self.params if any(n == name for n, _ in p.when)]
+        if users:
+            raise ValueError(f"{self.source}: params {users} are sampled only on {name!r}")
+        return replace(
+            self,
+            params=tuple(p for p in self.params if p.name != name),
+            defaults={k: v for k, v in self.defaults.items() if k != name},
+            data_defaults={k: v for k, v in self.data_defaults.items() if k != name},
+        )
 
     def to_dict(self) -> dict[str, Any]:
+        defaults = {**self.defaults, **self.data_defaults}
         return {
             "params": {p.name: p.to_dict() for p in self.params},
-            "defaults": self.defaults,
+            "defaults": {p.name: defaults[p.name] for p in self.params},
             "fixed": self.fixed,
             "sampler": self.sampler,
             "pruner": self.pruner,
@@ -184,22 +306,92 @@ class SearchSpace:
         }
 
 
+def _active(params: tuple[Param, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` a trial would sample: params in order, each whose conditions
+    the values kept before it meet."""
+    kept: dict[str, Any] = {}
+    for p in params:
+        if p.name in values and p.active(kept):
+            kept[p.name] = values[p.name]
+    return kept
+
+
+def _check_conditions(params: tuple[Param, ...], source: str) -> None:
+    """Each condition names a categorical param sampled before (earlier in the file), with
+    values among its choices; a param whose conditions can never all hold is refused."""
+    index = {p.name: i for i, p in enumerate(params)}
+    by_name = {p.name: p for p in params}
+    for i, p in enumerate(params):
+        where = f"{source}: params.{p.name}.when"
+        for name, values in p.when:
+            if name not in index:
+                raise ValueError(
+                    f"{where} names {name!r}, which is not a searched param ({list(index)})"
+                )
+            if index[name] >= i:
+                raise ValueError(
+                    f"{where}: {name!r} must come before {p.name!r} in params (params are "
+                    "sampled in the order of the file, so a condition is known when it is read)"
+                )
+            other = by_name[name]
+            if other.kind != "categorical":
+                raise ValueError(
+                    f"{where}: {name!r} is {other.kind}; a condition needs a categorical param "
+                    "(it names some of its choices)"
+                )
+            wrong = [v for v in values if v not in other.choices]
+            if wrong:
+                raise ValueError(
+                    f"{where}: {wrong} not among params.{name}.choices {list(other.choices)}"
+                )
+        if _enabling(p, by_name) is None:
+            raise ValueError(
+                f"{source}: params.{p.name} is never sampled: its conditions (with those of "
+                "the params they name) contradict each other"
+            )
+
+
+def _enabling(p: Param, by_name: dict[str, Param]) -> dict[str, Any] | None:
+    """Values of the params ``p``'s conditions name (and theirs, up the chain) under which
+    ``p`` is sampled; None when no value can meet them all."""
+    allowed: dict[str, set] = {}
+    todo = list(p.when)
+    while todo:
+        name, values = todo.pop()
+        allowed[name] = allowed.get(name, set(map(repr, values))) & set(map(repr, values))
+        todo.extend(by_name[name].when)
+    if any(not v for v in allowed.values()):
+        return None
+    return {
+        name: next(c for c in by_name[name].choices if repr(c) in reprs)
+        for name, reprs in allowed.items()
+    }
+
+
 def _check_model_arguments(params: tuple[Param, ...], defaults: dict, fixed: dict, source: str):
     """Every trial's arguments are valid for ALSModel, within :mod:`alsresearch.limits`: the
     defaults with the fixed arguments, and each end of every range (and every choice), so a
     range above a limit (``iterations`` up to 10**9, say) is refused when the file is read,
-    not in the middle of a sweep."""
+    not in the middle of a sweep. A conditional param is checked with the values that turn it
+    on; data params are not model arguments (their choices are checked when read)."""
     from alsresearch.als import ALSConfig  # numba: not on the import path of --help
 
-    base = {**fixed, **defaults}
+    def model_args(values: dict[str, Any]) -> dict[str, Any]:
+        active = _active(params, values)
+        return {**fixed, **{k: v for k, v in active.items() if k not in DATA_PARAMS}}
+
     try:
-        ALSConfig(**base)
+        ALSConfig(**model_args(defaults))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: defaults and fixed: {exc}") from exc
+    by_name = {p.name: p for p in params}
     for p in params:
+        if p.name in DATA_PARAMS:
+            continue
+        enabling = _enabling(p, by_name) or {}
         for value in p.choices if p.kind == "categorical" else (p.low, p.high):
             try:
-                ALSConfig(**{**base, p.name: value})
+                ALSConfig(**model_args({**defaults, **enabling, p.name: value}))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{source}: params.{p.name}: {exc}") from exc
 

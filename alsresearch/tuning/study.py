@@ -20,6 +20,14 @@ never looked at.
   the search space; resuming it with any of them changed is refused, naming what differs.
 - Exports ``trials.csv`` and ``best.json`` (best parameters, validation metric, the defaults'
   and popularity's validation metric, study name, seed, data and split records, environment).
+- Recency weighting (a ``half_life`` param, :data:`~alsresearch.tuning.space.DATA_PARAMS`): the
+  study keeps the data with each cell's events in memory, and each trial recomputes the fit
+  part's counts for its half-life (:meth:`~alsresearch.data.Interactions.decayed`, the reference
+  time being the fit part's latest event, or the data's ``as_of``), so no trial rereads the
+  events file and no validation or test event moves a training count. When the data have no
+  timestamps, or the data source fixes a half-life, the param is dropped from the space with one
+  warning. best.json keeps ``params`` (ALSModel arguments, for ``alsresearch train --params``)
+  apart from ``data_params`` (the chosen ``half_life``, which ``train`` applies).
 
 Optuna is an optional dependency (the ``notebooks`` extra): it is imported inside functions.
 """
@@ -31,7 +39,7 @@ import multiprocessing
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +52,8 @@ from alsresearch.errors import NoResultError, SpecMismatchError
 from alsresearch.limits import MAX_HEARTBEAT, MAX_TRIALS, MAX_WORKERS
 from alsresearch.records import data_record
 from alsresearch.source import DataSource
-from alsresearch.split import SplitSpec, validation_split
-from alsresearch.tuning.space import SearchSpace
+from alsresearch.split import SplitSpec, user_holdout, validation_split
+from alsresearch.tuning.space import DATA_PARAMS, SearchSpace
 
 __all__ = [
     "GRACE_BEATS",
@@ -55,6 +63,7 @@ __all__ = [
     "default_study_name",
     "export_results",
     "load_study",
+    "read_data_params",
     "storage_url",
     "tune",
     "validation_data",
@@ -80,6 +89,8 @@ class ValidationData:
     valid: Interactions
     k: int
     every: int
+    #: the fold-in protocol: the validation users' histories (they are absent from ``fit``)
+    fold_in: Interactions | None = None
 
 
 def validation_data(
@@ -98,9 +109,26 @@ def validation_data(
     training set). The validation part is a seeded random share ``validation.fraction`` of each
     user's remaining cells, and keeps at most ``validation.max_users`` users (a seeded sample)
     so that scoring it every few iterations stays cheap.
+
+    Under the fold-in protocol (``split.protocol == "fold_in"``) validation mirrors the test:
+    a share ``validation.fraction`` of the training users (at most ``validation.max_users``)
+    is held out of the fit part whole, and each is ranked from a fold-in of the split's
+    ``1 - test_fraction`` of their cells (:func:`alsresearch.split.user_holdout`).
     """
-    train, _ = split.apply(data)
+    train = split.parts(data).train
     v = space.validation
+    if split.protocol == "fold_in":
+        eligible = int(np.sum(np.diff(train.matrix.indptr) >= 2))
+        if eligible == 0:
+            raise ValueError(
+                f"no validation users: the data ({data!r}) has no training user with two or "
+                "more interactions"
+            )
+        n_users = min(v["max_users"], eligible, max(1, round(v["fraction"] * eligible)))
+        fit, fold_in, valid = user_holdout(
+            train, n_users, fold_in_fraction=1 - split.test_fraction, seed=seed
+        )
+        return ValidationData(fit=fit, valid=valid, k=v["k"], every=v["every"], fold_in=fold_in)
     fit, valid = validation_split(train, "random", test_fraction=v["fraction"], seed=seed)
     users = np.flatnonzero(np.diff(valid.matrix.indptr))
     if len(users) == 0:
@@ -118,9 +146,12 @@ def validation_data(
 def _validation_score(model, vd: ValidationData) -> float:
     from alsresearch.evaluate import evaluate
 
-    return float(
-        evaluate(model, vd.fit, vd.valid, k=vd.k, metrics=["ndcg"]).metrics[f"ndcg@{vd.k}"]
-    )
+    if vd.fold_in is not None:
+        kw = {"protocol": "fold_in", "fold_in": vd.fold_in}
+    else:
+        kw = {}
+    result = evaluate(model, vd.fit, vd.valid, k=vd.k, metrics=["ndcg"], **kw)
+    return float(result.metrics[f"ndcg@{vd.k}"])
 
 
 # ---------------------------------------------------------------------------------- storage
@@ -273,15 +304,30 @@ class _Objective:
 
         from alsresearch.als import ALSModel
 
-        params = self.space.suggest(trial)
+        params, data_params = self.space.sample(trial)
         model = ALSModel(**params, random_state=self.seed, num_threads=self.num_threads)
+        vd = self.vd
+        if "half_life" in data_params:  # the fit part's counts, recomputed from its own events
+            half_life = data_params["half_life"]
+            if vd.fold_in is None:
+                vd = replace(vd, fit=vd.fit.decayed(half_life, as_of=vd.fit.as_of))
+            else:  # the held-out users' histories weigh the same way, from the same time
+                ref = vd.fit.as_of
+                if ref is None:
+                    ref = max(int(p.events.times.max()) for p in (vd.fit, vd.fold_in)
+                              if p.events is not None and p.events.n_events)  # fmt: skip
+                vd = replace(
+                    vd,
+                    fit=vd.fit.decayed(half_life, as_of=ref),
+                    fold_in=vd.fold_in.decayed(half_life, as_of=ref),
+                )
         last = {"value": math.nan, "pruned": False}
         n_iter = model.config.iterations
 
         def callback(iteration: int, m) -> bool:
-            if iteration % self.vd.every and iteration != n_iter:
+            if iteration % vd.every and iteration != n_iter:
                 return False
-            value = _validation_score(m, self.vd)
+            value = _validation_score(m, vd)
             last["value"] = value
             trial.report(value, iteration)
             if trial.should_prune():
@@ -290,7 +336,7 @@ class _Objective:
             return False
 
         start = time.perf_counter()
-        model.fit(self.vd.fit, callback=callback)
+        model.fit(vd.fit, callback=callback)
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
         if last["pruned"]:
             raise optuna.TrialPruned()
@@ -431,6 +477,8 @@ class TuneResult:
     counts: dict
     best_json: Path | None
     trials_csv: Path | None
+    data_params: dict = field(default_factory=dict)
+    """The best trial's searched data params (``half_life``), kept out of ``best_params``."""
 
     @property
     def beats_popularity(self) -> bool:
@@ -448,10 +496,11 @@ def export_results(study, out_dir: str | Path | None, extra: dict | None = None)
     best = study.best_trial
     defaults = [t for t in complete if t.user_attrs.get("role") == "defaults"]
     fixed = attrs.get("fixed", {})
+    model_params = {k: v for k, v in best.params.items() if k not in DATA_PARAMS}
     result = TuneResult(
         study_name=study.study_name,
         storage=attrs.get("storage", ""),
-        best_params={**fixed, **best.params, "random_state": attrs.get("seed")},
+        best_params={**fixed, **model_params, "random_state": attrs.get("seed")},
         best_value=float(best.value),
         best_trial=best.number,
         defaults_value=float(defaults[0].value) if defaults else None,
@@ -459,6 +508,7 @@ def export_results(study, out_dir: str | Path | None, extra: dict | None = None)
         counts=_counts(study),
         best_json=None,
         trials_csv=None,
+        data_params={k: v for k, v in best.params.items() if k in DATA_PARAMS},
     )
     if out_dir is None:
         return result
@@ -474,6 +524,7 @@ def export_results(study, out_dir: str | Path | None, extra: dict | None = None)
         "seed": attrs.get("seed"),
         "metric": metric,
         "params": result.best_params,
+        **({"data_params": result.data_params} if result.data_params else {}),
         "best_trial": result.best_trial,
         "validation": {
             metric: result.best_value,
@@ -494,7 +545,41 @@ def export_results(study, out_dir: str | Path | None, extra: dict | None = None)
     return result
 
 
+def read_data_params(path: str | Path) -> dict[str, Any]:
+    """The ``data_params`` of a best.json (the chosen ``half_life``), {} when the file has
+    none (a sweep that did not search them, or a plain JSON object of ALS parameters)."""
+    import json
+
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read its data_params: {exc}") from exc
+    found = record.get("data_params") if isinstance(record, dict) else None
+    if found is None:
+        return {}
+    if not isinstance(found, dict):
+        raise ValueError(f"{path}: data_params must be a mapping, got {found!r}")
+    return found
+
+
 # ---------------------------------------------------------------------------------- tune
+def _space_for_data(space: SearchSpace, data: Interactions) -> SearchSpace:
+    """The space without a ``half_life`` param the data cannot use (one warning says why):
+    data without timestamps have no events to decay, and data already decayed by their source
+    (``--half-life``) have a half-life fixed."""
+    if "half_life" not in space.data_params:
+        return space
+    reason = None
+    if data.events is None:
+        reason = "the data have no timestamps (give the events' timestamp column, --timestamp-col)"
+    elif data.half_life is not None:
+        reason = "the data source fixes it (--half-life); drop that option to search it"
+    if reason is None:
+        return space
+    warnings.warn(f"{space.source}: half_life is not searched: {reason}", UserWarning, stacklevel=3)
+    return space.without("half_life")
+
+
 def tune(
     data: Interactions,
     *,
@@ -539,6 +624,7 @@ def tune(
     )
     if not isinstance(space, SearchSpace):
         space = SearchSpace.load(space)
+    space = _space_for_data(space, data)
     study_name = study_name or default_study_name(data, seed)
     url = storage_url(storage, study_name)
     vd = validation_data(data, space, seed=seed, split=split)
@@ -559,7 +645,7 @@ def tune(
         record["popularity_value"] = _validation_score(PopularityModel().fit(vd.fit), vd)
         for key, value in record.items():
             study.set_user_attr(key, value)
-    study.enqueue_trial(space.defaults, user_attrs={"role": "defaults"}, skip_if_exists=True)
+    study.enqueue_trial(space.trial_zero(), user_attrs={"role": "defaults"}, skip_if_exists=True)
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
     objective = _Objective(space, vd, seed, n_trials, num_threads=threads)
@@ -603,7 +689,8 @@ def tune(
         print(
             f"best trial {result.best_trial}: {space.metric} {result.best_value:.4f} on validation "
             f"(defaults {result.defaults_value}, popularity {result.popularity_value:.4f}): "
-            f"ALS {verdict} popularity; params {result.best_params}",
+            f"ALS {verdict} popularity; params {result.best_params}"
+            + (f", data params {result.data_params}" if result.data_params else ""),
             flush=True,
         )
         if result.best_json:
