@@ -218,6 +218,14 @@ class RecommendationService:
     def _popular(self, n: int) -> list[dict[str, Any]]:
         return self._popular_recs[:n]
 
+    def _popular_filtered(self, n: int, items, exclude) -> list[dict[str, Any]]:
+        """The popularity list under candidate filters (the same for every user)."""
+        idx, val = self.fallback.filtered_topk_rows(
+            np.zeros(1, np.int64), n, False, items, exclude, unknown="ignore"
+        )
+        keep = idx[0] >= 0
+        return _recommendations(self.fallback.item_ids[idx[0][keep]], val[0][keep])
+
     def _answer(self, user, recommendations: list[dict[str, Any]], source: str) -> dict[str, Any]:
         return {
             "user_id": user,
@@ -227,24 +235,40 @@ class RecommendationService:
             "source": source,
         }
 
-    def for_users(self, users: list, n: int = DEFAULT_N) -> list[dict[str, Any]]:
+    def for_users(
+        self,
+        users: list,
+        n: int = DEFAULT_N,
+        items: list | None = None,
+        exclude: list | None = None,
+    ) -> list[dict[str, Any]]:
         """Recommendations for each of ``users`` (external ids, in order, duplicates allowed).
 
         Known users are ranked together in one :meth:`~alsresearch.base.Recommender.topk_rows`
-        call, seen items excluded; unknown users get the popularity list.
+        call, seen items excluded; unknown users get the popularity list. ``items`` (an allow
+        list) and ``exclude`` (a deny list) filter every list, the popularity one too; ids the
+        model does not know in them are ignored (they cannot be recommended anyway).
         """
+        filtered = items is not None or exclude is not None
         rows = np.atleast_1d(self.model.user_index(users, missing="ignore"))
         known = np.flatnonzero(rows >= 0)
         out: list[dict[str, Any] | None] = [None] * len(users)
         if known.size:
-            idx, val = self.model.topk_rows(rows[known], n)
+            if filtered:
+                idx, val = self.model.filtered_topk_rows(
+                    rows[known], n, True, items, exclude, unknown="ignore"
+                )
+            else:
+                idx, val = self.model.topk_rows(rows[known], n)
             item_ids = self.model.item_ids
             for pos, i, v in zip(known.tolist(), idx, val, strict=True):
                 keep = i >= 0
                 recs = _recommendations(item_ids[i[keep]], v[keep])
                 out[pos] = self._answer(users[pos], recs, self.model.model_type)
         if known.size < len(users):
-            popular = self._popular(n)
+            popular = (
+                self._popular(n) if not filtered else self._popular_filtered(n, items, exclude)
+            )
             for pos in np.flatnonzero(rows < 0).tolist():
                 out[pos] = self._answer(users[pos], popular, "popularity")
         return out  # type: ignore[return-value]
@@ -704,6 +728,14 @@ def create_app(
     Source = Literal[tuple(MODEL_TYPES)]
     forbid = ConfigDict(extra="forbid")
     version_doc = "first 12 hex digits of the model file's sha256 (GET /model: live)"
+    candidates_doc = (
+        f"an allow list: rank only these items (at most {MAX_BATCH}); ids the model does not "
+        "know are ignored; the popularity fallback honours it too"
+    )
+    exclude_doc = (
+        f"a deny list: never recommend these items, on top of the user's own (at most "
+        f"{MAX_BATCH}); ids the model does not know are ignored"
+    )
 
     Recommendation = create_model("Recommendation", item_id=(ItemId, ...), score=(float, ...))
     UserRecommendations = create_model(
@@ -745,6 +777,14 @@ def create_app(
             Field(..., description=f"1..{MAX_BATCH} user ids; order kept, duplicates allowed"),
         ),
         n=(N, DEFAULT_N),
+        candidate_items=(
+            Annotated[list[ItemId], Field(max_length=MAX_BATCH)] | None,
+            Field(None, description=candidates_doc),
+        ),
+        exclude_items=(
+            Annotated[list[ItemId], Field(max_length=MAX_BATCH)] | None,
+            Field(None, description=exclude_doc),
+        ),
     )
     HistoryRequest = create_model(
         "HistoryRequest",
@@ -868,7 +908,10 @@ def create_app(
         """
         service = live.service  # read once: the whole batch comes from this model
         users, n = request.user_ids, request.n
-        return await scored(lanes.batch, lambda: _render_list(service.for_users(users, n)))
+        items, exclude = request.candidate_items, request.exclude_items
+        return await scored(
+            lanes.batch, lambda: _render_list(service.for_users(users, n, items, exclude))
+        )
 
     @app.post("/recommendations/history", response_model=HistoryRecommendations, responses=errors)
     async def recommend_history(request: HistoryRequest):
@@ -885,16 +928,46 @@ def create_app(
         app.add_api_route(path, post_only, methods=["GET"], include_in_schema=False)
 
     n_query = Query(ge=1, le=MAX_N, description=f"list length, 1..{MAX_N}")
+    integer_items = first.model.item_ids.dtype.kind in "iu"
+    # what parse_ids reads: comma-separated integers (spaces allowed) for an integer-id model
+    id_list = r"^ *([+-]?[0-9]+)? *(, *([+-]?[0-9]+)? *)*$" if integer_items else None
+
+    def parse_ids(text: str, name: str) -> list:
+        """A comma-separated id list of a query parameter, as the model's kind of ids."""
+        ids = [part.strip(" ") for part in text.split(",") if part.strip(" ")]
+        if len(ids) > MAX_BATCH:
+            raise ValueError(f"{name}: at most {MAX_BATCH} item ids, got {len(ids)}")
+        if not integer_items:
+            return ids
+        bad = [i for i in ids if not _INTEGER_TEXT.fullmatch(i)]
+        if bad:
+            raise ValueError(f"{name}: this model's item ids are integers; {bad[0]!r} is not one")
+        return [int(i) for i in ids]
 
     @app.get(
         "/recommendations/{user_id}",
         response_model=UserRecommendations,
         responses={422: errors[422]},
     )
-    async def recommend(user_id: UserPath, n: Annotated[int, n_query] = DEFAULT_N):
+    async def recommend(
+        user_id: UserPath,
+        n: Annotated[int, n_query] = DEFAULT_N,
+        exclude: Annotated[
+            str | None, Query(pattern=id_list, description=f"comma-separated: {exclude_doc}")
+        ] = None,
+        candidates: Annotated[
+            str | None, Query(pattern=id_list, description=f"comma-separated: {candidates_doc}")
+        ] = None,
+    ):
         """Top-``n`` items for one user; unknown users get the popularity list."""
         service = live.service
-        return await scored(lanes.single, lambda: _render(service.for_users([user_id], n)[0]))
+        deny, allow = (
+            None if text is None else parse_ids(text, name)
+            for text, name in ((exclude, "exclude"), (candidates, "candidates"))
+        )
+        return await scored(
+            lanes.single, lambda: _render(service.for_users([user_id], n, allow, deny)[0])
+        )
 
     @app.get("/health", response_model=Health)
     async def health():
