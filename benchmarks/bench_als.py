@@ -51,10 +51,15 @@ Targets (2 cores): our default solver at most 0.4x implicit CG's time with a los
 implicit CG's, at every size and shape; peak memory at L under 2 GiB; our Cholesky faster than
 implicit's; the regularization scalings (``ours-count``, ``ours-frequency``: our default solver
 with ``regularization_scaling="count"`` / ``"frequency"``) at most 5% slower than ``"none"``
-(``ours-default``; the "final loss" column is the unscaled objective for every method):
+(``ours-default``; the "final loss" column is the unscaled objective for every method); the
+implicit-style class ``compat`` (:mod:`alsresearch.compat.implicit`, given implicit's input
+``1 + 40 r`` with alpha 1: ours-default's objective) at most 5% slower than ``ours-default``:
 
     .venv/bin/python benchmarks/bench_als.py --sizes S --shapes default,heavy --repeats 5 \
-        --methods ours-default,ours-count,ours-frequency The machine is shared: timings are noisy, read the medians and the load columns.
+        --methods ours-default,ours-count,ours-frequency
+    .venv/bin/python benchmarks/bench_als.py --sizes S --repeats 3 --methods ours-default,compat
+
+The machine is shared: timings are noisy, read the medians and the load columns.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ METHODS = (
     "implicit-cholesky",
     "ours-count",  # our default solver with regularization_scaling="count"
     "ours-frequency",  # ... and "frequency" (exponent 1)
+    "compat",  # alsresearch.compat.implicit.AlternatingLeastSquares, implicit's input and alpha
 )
 
 
@@ -155,6 +161,25 @@ def worker(method: str, data_path: str, threads: int) -> None:
         own = objective(counts, users, items, ALPHA, REG, "raw", params["regularization_scaling"])
         assert abs(model.loss_history[-1] - own) <= 1e-4 * model.loss_history[-1]
         label = f"ours-{solver}" + (f"-{mode}" if mode else "")
+    elif method == "compat":
+        # the implicit-style class on implicit's input (1 + 40 r, alpha 1): ours-default's
+        # objective, through the compat layer
+        from alsresearch.compat.implicit import AlternatingLeastSquares as Compat
+
+        confidence = counts.astype(np.float32)
+        confidence.data = 1 + ALPHA * confidence.data
+        params = dict(factors=FACTORS, regularization=REG, alpha=1.0, num_threads=threads)
+        start = time.perf_counter()  # first call: compile or load numba's on-disk cache
+        Compat(iterations=1, random_state=0, **params).fit(confidence[:200], show_progress=False)
+        jit = time.perf_counter() - start
+        model = Compat(iterations=ITERATIONS, random_state=0, **params)
+        busy = _busy_jiffies()
+        start, cpu = time.perf_counter(), time.process_time()
+        model.fit(confidence, show_progress=False)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        busy = (_busy_jiffies() - busy) / tick
+        users, items = model.user_factors, model.item_factors
+        label = "compat"
     else:
         from implicit.cpu.als import AlternatingLeastSquares
 
@@ -370,7 +395,7 @@ def main() -> None:
                         flush=True,
                     )
                 ours = summary.get("ours-default")
-                for mode in ("ours-count", "ours-frequency"):
+                for mode in ("ours-count", "ours-frequency", "compat"):
                     if ours and mode in summary:
                         print(
                             f"   {mode}: fit time / ours-default {summary[mode]['seconds'] / ours['seconds']:.3f}"

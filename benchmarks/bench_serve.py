@@ -20,6 +20,13 @@ same factors go into implicit's CPU ``AlternatingLeastSquares``:
     .venv/bin/python benchmarks/bench_serve.py --factors-from random
     .venv/bin/python benchmarks/bench_serve.py --items 20000 --users 20000 --nnz 400000 --repeats 2
     .venv/bin/python benchmarks/bench_serve.py --screen all --skip-http
+    .venv/bin/python benchmarks/bench_serve.py --compat --skip-http
+
+``--compat`` also fits :class:`alsresearch.compat.implicit.AlternatingLeastSquares` on the same
+data (implicit's input ``1 + 40 r`` with alpha 1: the same objective and seed, so the same
+factors) and times its ``recommend(user, user_items[user], N=10)`` (and the batch call) beside
+``ALSModel.recommend``, the ``user_items`` rows sliced before the clock starts (implicit's
+column slices them inside its timing, as its callers must).
 
 The screen's code path (:func:`alsresearch._simd.screen_path`: AVX-512 VNNI, AVX2 or portable)
 is printed in the header and with every table. By default it is the best the CPU runs, or the
@@ -144,7 +151,24 @@ def screen_label() -> str:
     return f"{name} (numba target {_simd.target_cpu()[0]})"
 
 
-def in_process(model, data, users: np.ndarray, repeats: int, batch: int, threads: int) -> dict:
+def trained_compat(data, factors: int, seed: int):
+    """The implicit-style class fitted as ``trained`` fits ALSModel: implicit's input
+    ``1 + 40 r`` with alpha 1 is ALSModel's default objective (alpha 40, ``1 + alpha r``)."""
+    from alsresearch.compat.implicit import AlternatingLeastSquares
+
+    defaults = ALSModel().config
+    confidence = data.matrix.astype(np.float32).tocsr()
+    confidence.data = 1 + defaults.alpha * confidence.data
+    compat = AlternatingLeastSquares(
+        factors=factors, regularization=defaults.regularization, alpha=1.0, random_state=seed
+    )
+    compat.fit(confidence, show_progress=False)
+    return compat
+
+
+def in_process(
+    model, data, users: np.ndarray, repeats: int, batch: int, threads: int, compat=None
+) -> dict:
     other = implicit_model(model, threads)
     plain = PlainALS(model)
     user_items = data.matrix.astype(np.float32).tocsr()
@@ -159,6 +183,13 @@ def in_process(model, data, users: np.ndarray, repeats: int, batch: int, threads
         "plain": lambda _: plain.recommend_batch(rows, n=10),
         "implicit": lambda _: other.recommend(rows, user_items[rows], N=10),
     }
+    who = WHO
+    if compat is not None:  # rows sliced here, off the clock
+        sliced = {int(u): user_items[int(u)] for u in users}
+        batch_rows = user_items[rows]
+        single_fns["compat"] = lambda u: compat.recommend(int(u), sliced[int(u)], N=10)
+        batch_fns["compat"] = lambda _: compat.recommend(rows, batch_rows, N=10)
+        who = (*WHO, "compat")
     for fn in single_fns.values():  # warm-up (numba, BLAS)
         timed(fn, users[:20])
     same = 0
@@ -171,23 +202,31 @@ def in_process(model, data, users: np.ndarray, repeats: int, batch: int, threads
     screen_idx = np.concatenate([model.topk_rows([u], 10)[0] for u in measured])
     plain_idx = Recommender.rank_rows(model, measured, 10, model.seen)[0]
     screen_same = float((screen_idx == plain_idx).all(axis=1).mean())
-    single = {who: [] for who in WHO}
-    batches = {who: [] for who in WHO}
+    if compat is not None:
+        agree = [
+            np.array_equal(single_fns["compat"](u)[0], single_fns["ours"](u)[0])
+            for u in users[:200]
+        ]
+        compat_agree = float(np.mean(agree))
+    single = {name: [] for name in who}
+    batches = {name: [] for name in who}
     for _ in range(repeats):  # alternate, so all see the same machine load
-        for who in WHO:
-            single[who].append(timed(single_fns[who], users))
-            batches[who].append(timed(batch_fns[who], [0])[0])
+        for name in who:
+            single[name].append(timed(single_fns[name], users))
+            batches[name].append(timed(batch_fns[name], [0])[0])
     result = {
         "agree": same / min(200, len(users)),
         "screen_agree": screen_same,
         "measured": len(measured),
     }
-    for who in WHO:
-        runs = single[who]
-        result[who] = {
+    if compat is not None:
+        result["compat_agree"] = compat_agree
+    for name in who:
+        runs = single[name]
+        result[name] = {
             "single_median_us": statistics.median(np.median(r) for r in runs) * 1e6,
             "single_p99_us": statistics.median(np.percentile(r, 99) for r in runs) * 1e6,
-            "batch_ms": statistics.median(batches[who]) * 1e3,
+            "batch_ms": statistics.median(batches[name]) * 1e3,
         }
     return result
 
@@ -285,6 +324,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument(
+        "--compat",
+        action="store_true",
+        help="also fit alsresearch.compat.implicit.AlternatingLeastSquares on the same data and "
+        "time its recommend beside ALSModel's (trained factors, in this process only)",
+    )
+    parser.add_argument(
         "--screen",
         help="screen paths to measure, each in a worker process: a comma-separated list of "
         f"{', '.join(_simd.PATHS)}, or 'all' (default: this process's path only)",
@@ -298,6 +343,8 @@ def main() -> None:
         if unknown:
             parser.error(f"--screen: unknown paths {unknown}, expected {', '.join(_simd.PATHS)}")
 
+    if args.compat and (args.factors_from != "trained" or args.screen):
+        parser.error("--compat needs --factors-from trained and no --screen")
     args.users = args.users or (100_000 if args.factors_from == "trained" else 10_000)
     if args.worker_model:
         model = ALSModel.load(args.worker_model)
@@ -324,7 +371,12 @@ def main() -> None:
             for path in paths:
                 in_worker(path, saved, args)
     else:
-        tables(model, data, users, args)
+        compat = None
+        if args.compat:
+            compat = trained_compat(data, args.factors, args.seed)
+            diff = np.abs(compat.user_factors - model.user_factors).max()
+            print(f"compat: fitted on the same data; largest user factor difference {diff:.2g}")
+        tables(model, data, users, args, compat)
     print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
     if args.skip_http:
@@ -363,8 +415,9 @@ def in_worker(path: str, saved: Path, args) -> None:
     subprocess.run(command, env=env, check=True)
 
 
-def tables(model, data, users: np.ndarray, args) -> None:
-    """The in-process tables: all kernel threads, then one (as `alsresearch serve` runs)."""
+def tables(model, data, users: np.ndarray, args, compat=None) -> None:
+    """The in-process tables: all kernel threads, then one (as `alsresearch serve` runs);
+    with ``compat``, its ``recommend`` against ALSModel's too."""
     from threadpoolctl import threadpool_limits
 
     all_cores = kernel_threads()
@@ -372,7 +425,7 @@ def tables(model, data, users: np.ndarray, args) -> None:
         set_thread_limit(threads)
         load = os.getloadavg()
         with threadpool_limits(limits=threads or None, user_api="blas"):
-            res = in_process(model, data, users, args.repeats, args.batch, threads)
+            res = in_process(model, data, users, args.repeats, args.batch, threads, compat)
         set_thread_limit(0)
         ours, plain, theirs = res["ours"], res["plain"], res["implicit"]
         print(
@@ -395,6 +448,16 @@ def tables(model, data, users: np.ndarray, args) -> None:
             f"screen: same top-10 items as the gemm path for "
             f"{100 * res['screen_agree']:.1f}% of {res['measured']} measured users"
         )
+        if compat is not None:
+            mine = res["compat"]
+            print(
+                f"compat recommend: single median {mine['single_median_us']:.0f} us, p99 "
+                f"{mine['single_p99_us']:.0f} us, batch {mine['batch_ms']:.0f} ms; compat / "
+                f"ALSModel: {mine['single_median_us'] / ours['single_median_us']:.3f} median, "
+                f"{mine['single_p99_us'] / ours['single_p99_us']:.3f} p99, "
+                f"{mine['batch_ms'] / ours['batch_ms']:.3f} batch (target at most 1.05); same "
+                f"top-10 as ALSModel for {100 * res['compat_agree']:.0f}% of 200 users"
+            )
 
 
 if __name__ == "__main__":
