@@ -19,6 +19,8 @@ demo: $(STAMP)
 	$(PY) -m alsresearch run experiments/demo.yaml
 
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -693,9 +693,10 @@ def create_app(
     model files every ``watch_interval`` seconds and swap in a newly promoted model; SIGHUP
     asks for a check either way (when the app runs in the main thread, as under uvicorn).
     """
-    from fastapi import FastAPI, Query, Request
+    from fastapi import Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
+    from fastapi_offline import FastAPIOffline
     from pydantic import (
         BaseModel,
         BeforeValidator,
@@ -852,7 +853,9 @@ def create_app(
             watcher.stop()
             lanes.shutdown()
 
-    app = FastAPI(
+    # /docs and /redoc from JavaScript and CSS shipped in a package (fastapi-offline), not a
+    # CDN: research machines and serving hosts are often offline
+    app = FastAPIOffline(
         title=title,
         version="1",
         summary=f"Recommendations from the promoted model {first.name!r}",
