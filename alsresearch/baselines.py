@@ -37,7 +37,9 @@ class PopularityModel(Recommender):
     """Recommend the items the most distinct training users interacted with.
 
     After ``fit``, ``popularity[i]`` (float64) is the number of distinct training users of item
-    ``i``. Scores are ``popularity`` as float32 (exact below 2**24 users).
+    ``i``. The score of item ``i`` is its share of the training users, ``popularity[i] /
+    n_users`` in [0, 1] (as float32): a fixed scale whatever the size of the data, so the
+    service's fallback answers are comparable across models and days (a raw count is not).
     """
 
     model_type = "popularity"
@@ -57,10 +59,14 @@ class PopularityModel(Recommender):
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
         self._check_fitted()
         rows = np.asarray(rows, dtype=np.int64)
-        return np.broadcast_to(self.popularity.astype(np.float32), (len(rows), self.n_items)).copy()
+        return np.broadcast_to(self._share(), (len(rows), self.n_items)).copy()
 
     def history_scores(self, item_idx: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        return self.popularity.astype(np.float32)
+        return self._share()
+
+    def _share(self) -> np.ndarray:
+        """The scores: each item's share of the training users (0 for a model of no users)."""
+        return (self.popularity / max(self.n_users, 1)).astype(np.float32)
 
     def get_config(self) -> dict[str, Any]:
         return {}

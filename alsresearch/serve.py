@@ -738,21 +738,36 @@ def create_app(
         f"{MAX_BATCH}); ids the model does not know are ignored"
     )
 
-    Recommendation = create_model("Recommendation", item_id=(ItemId, ...), score=(float, ...))
+    score_doc = (
+        "what the score means depends on source: als, the predicted preference x_u . y_i "
+        "(the dot product of the user's and the item's factors; the model fits 1 for items a "
+        "user has and 0 otherwise, so scores lie near [0, 1]); ease, the item's weight for the "
+        "user, x_u B (same scale); popularity, the share of training users who have the item, "
+        "in [0, 1]. Higher is better; lists are ordered by score, ties by catalogue order"
+    )
+    source_doc = (
+        "which ranked the list: the served model's type (als, ease, ...) for a known user, "
+        "popularity for an unknown one"
+    )
+    Recommendation = create_model(
+        "Recommendation",
+        item_id=(ItemId, ...),
+        score=(float, Field(..., description=score_doc)),
+    )
     UserRecommendations = create_model(
         "UserRecommendations",
         user_id=(UserId, ...),
         recommendations=(list[Recommendation], ...),
         model=(str, ...),
         model_version=(str, Field(..., description=version_doc)),
-        source=(Source, ...),
+        source=(Source, Field(..., description=source_doc)),
     )
     HistoryRecommendations = create_model(
         "HistoryRecommendations",
         recommendations=(list[Recommendation], ...),
         model=(str, ...),
         model_version=(str, Field(..., description=version_doc)),
-        source=(Source, ...),
+        source=(Source, Field(..., description=source_doc)),
         unknown_item_ids=(list[ItemId], ...),
     )
 

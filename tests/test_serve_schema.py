@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from alsresearch.promote import promote
@@ -87,3 +88,12 @@ def exercise(url: str, label: str, strategy, seen: dict[str, set[int]]) -> None:
         case.validate_response(response)
 
     one()
+
+
+def test_the_schema_says_what_a_score_means_for_each_source(server):
+    schema = httpx.get(f"{server.url}/openapi.json", timeout=60).json()["components"]["schemas"]
+    score = schema["Recommendation"]["properties"]["score"]["description"]
+    for source in ("als", "ease", "popularity"):
+        assert f"{source}, " in score
+    assert "share of training users" in score
+    assert "popularity" in schema["UserRecommendations"]["properties"]["source"]["description"]
