@@ -21,13 +21,18 @@ import sys
 
 from alsresearch.errors import NoResultError
 
-__all__ = ["COMMANDS", "EXIT_INTERRUPTED", "build_parser", "main"]
+__all__ = ["COMMANDS", "EXIT_INTERRUPTED", "build_parser", "command_module", "main"]
 
 #: the exit code of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
 EXIT_INTERRUPTED = 130
 
 #: sub-command modules of this package, in the order --help lists them
-COMMANDS = ("run", "tune", "train", "evaluate", "promote", "serve", "download")
+COMMANDS = ("run", "tune", "train", "evaluate", "promote", "serve", "recommend-all", "download")
+
+
+def command_module(name: str) -> str:
+    """The module of a sub-command (``recommend-all``: ``alsresearch.cli.recommend_all``)."""
+    return f"alsresearch.cli.{name.replace('-', '_')}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"alsresearch.cli.{name}").add_command(sub)
+        importlib.import_module(command_module(name)).add_command(sub)
     return parser
 
 
