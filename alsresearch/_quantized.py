@@ -72,6 +72,8 @@ CHUNK_BLOCKS = 256
 #: float32 filter margins: bounds inflated so float32 rounding never rejects a candidate
 _MARGIN = 4e-6
 _REL = 1e-12
+#: bytes of float64 scores per block of the users the screen hands to the full product
+FALLBACK_BYTES = 64 * 2**20
 #: the running threshold sits this far (relative) below the k-th lower bound: more than the
 #: float32 rounding of a score (2^-24 relative) plus float64 error, so an item whose score
 #: rounds to the k-th best's float32 is still rescored and its index breaks the tie
@@ -522,10 +524,16 @@ def topk_quantized(
             )  # fmt: skip
 
         parallel_for(screen, thread_bounds(n_tiles))  # one tile: on the calling thread
-    if over.any():  # the screen could not separate these users' scores: score every item
-        hard = rows[over]
-        scores = (X[hard].astype(np.float64) @ factors.T.astype(np.float64)).astype(np.float32)
-        idx, val = topk(scores, k, seen if exclude else None, hard, inplace=True)
-        out_idx[over] = idx
-        out_val[over] = val
+    if over.any():  # the screen could not separate these users' scores: score every item,
+        # in blocks of users of about FALLBACK_BYTES of float64 scores
+        where = np.flatnonzero(over)
+        Y64 = factors.T.astype(np.float64)
+        step = max(1, FALLBACK_BYTES // (8 * max(n_items, 1)))
+        for a in range(0, len(where), step):
+            pos = where[a : a + step]
+            hard = rows[pos]
+            scores = (X[hard].astype(np.float64) @ Y64).astype(np.float32)
+            idx, val = topk(scores, k, seen if exclude else None, hard, inplace=True)
+            out_idx[pos] = idx
+            out_val[pos] = val
     return out_idx, out_val

@@ -52,6 +52,16 @@ FORMAT_VERSION = 1
 #: lists and the caller owns the machine, while the service answers anyone on the network
 MAX_N = MAX_TOP_N
 SCORE_CHUNK = 2048
+#: at most this many bytes of scores per chunk of users scored at once (a factor model
+#: computes float64 dot products and keeps float32: 12 bytes a score), so a large catalogue
+#: takes fewer users a chunk instead of more memory
+SCORE_CHUNK_BYTES = 64 * 2**20
+
+
+def score_chunk(n_items: int) -> int:
+    """Users per chunk of :meth:`Recommender.score_rows` calls: ``SCORE_CHUNK``, fewer where
+    their scores would pass ``SCORE_CHUNK_BYTES``."""
+    return max(1, min(SCORE_CHUNK, SCORE_CHUNK_BYTES // (12 * max(n_items, 1))))
 
 #: model_type -> "module:Class"; load_model dispatches on the type stored in the file.
 MODEL_TYPES = {
@@ -191,8 +201,9 @@ class Recommender(ABC):
         a faster way overrides this hook."""
         idx = np.empty((len(rows), n), dtype=np.int64)
         val = np.empty((len(rows), n), dtype=np.float32)
-        for start in range(0, len(rows), SCORE_CHUNK):
-            block = rows[start : start + SCORE_CHUNK]
+        step = score_chunk(self.n_items)
+        for start in range(0, len(rows), step):
+            block = rows[start : start + step]
             scores = np.ascontiguousarray(self.score_rows(block))  # ranked in its own dtype
             i, v = topk(scores, n, mask, block, inplace=True)
             idx[start : start + len(block)] = i

@@ -77,7 +77,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from alsresearch.als import ALSConfig, ALSModel
-from alsresearch.base import SCORE_CHUNK
+from alsresearch.base import score_chunk
 from alsresearch.data import Interactions
 from alsresearch.errors import ModelFileError, NotFittedError
 from alsresearch.files import atomic_write
@@ -557,8 +557,9 @@ class AlternatingLeastSquares:
                 raise IndexError(f"user_items names items beyond the model's {n_items}")
         idx = np.empty((len(rows), n), dtype=np.int64)
         val = np.empty((len(rows), n), dtype=np.float32)
-        for lo in range(0, len(rows), SCORE_CHUNK):
-            hi = min(len(rows), lo + SCORE_CHUNK)
+        step = score_chunk(n_items)
+        for lo in range(0, len(rows), step):
+            hi = min(len(rows), lo + step)
             if history is None:
                 scores = model.score_rows(rows[lo:hi])
             else:
@@ -710,8 +711,9 @@ class AlternatingLeastSquares:
         n = min(int(N), len(factors))
         idx = np.empty((len(queries), n), dtype=np.int64)
         val = np.empty((len(queries), n), dtype=np.float64)
-        for lo in range(0, len(queries), SCORE_CHUNK):
-            hi = min(len(queries), lo + SCORE_CHUNK)
+        step = score_chunk(len(factors))
+        for lo in range(0, len(queries), step):
+            hi = min(len(queries), lo + step)
             scores = np.asarray(queries[lo:hi] @ factors.T, dtype=np.float64)
             scores /= norms[None, :]
             scores /= query_norms[lo:hi, None]
