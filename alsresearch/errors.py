@@ -8,9 +8,11 @@ from __future__ import annotations
 
 __all__ = [
     "ChecksumError",
+    "MissingExtraError",
     "ModelFileError",
     "NoResultError",
     "NotFittedError",
+    "SetupError",
     "SpecMismatchError",
     "UnknownIdError",
 ]
@@ -51,3 +53,13 @@ class SpecMismatchError(ValueError):
 
     The message lists every field that differs, with both values.
     """
+
+
+class SetupError(RuntimeError):
+    """An engine this command needs cannot run here: an optional extra not installed, Java
+    missing or too old, a Spark master or a database that cannot be reached. The command line
+    reports it in one line and exits 1."""
+
+
+class MissingExtraError(SetupError, ImportError):
+    """An optional dependency (a ``pip install 'alsresearch[extra]'``) is not installed."""

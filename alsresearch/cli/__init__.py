@@ -19,7 +19,7 @@ import argparse
 import importlib
 import sys
 
-from alsresearch.errors import NoResultError
+from alsresearch.errors import NoResultError, SetupError
 
 __all__ = ["COMMANDS", "EXIT_INTERRUPTED", "build_parser", "command_module", "main"]
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         command = f"alsresearch {args.command}"
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, NoResultError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, NoResultError, SetupError) as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
