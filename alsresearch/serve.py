@@ -79,6 +79,7 @@ line on stderr naming the path and the problem (exit status 1).
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -92,6 +93,7 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 
 from alsresearch._jit import set_thread_limit
 from alsresearch.base import MODEL_TYPES, Recommender, load_model
@@ -116,6 +118,8 @@ VERSION_DIGITS = 12
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _SHOW = 5
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+#: client addresses that count as this machine (``POST /updates``)
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _SINGLE_WORKERS = 2
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
@@ -144,6 +148,8 @@ class RecommendationService:
         #: which files are served: paths, the model file's sha256, when they were loaded
         self.live = dict(live or {})
         self.version = str(self.live.get("model_sha256", ""))[:VERSION_DIGITS]
+        if self.live.get("updates"):  # rows updated since the file was loaded: "<sha>+<n>"
+            self.version += f"+{self.live['updates']}"
         if not np.array_equal(fallback.item_ids, model.item_ids):
             raise ModelFileError(
                 f"{name}: the popularity fallback has other item ids than the model"
@@ -299,6 +305,39 @@ class RecommendationService:
             "unknown_item_ids": unknown,
         }
 
+    def with_updates(self, users: list | None, items: list | None) -> "RecommendationService":
+        """A new service whose model has the given rows re-solved or added (the live one keeps
+        answering meanwhile): ``items`` (``[{"item_id", "user_ids", "counts"}]``, each item's
+        full history: known items re-solved, new ones added), then ``users`` (``[{"user_id",
+        "item_ids", "counts"}]``, likewise). Counts default to 1 each. The popularity fallback
+        is recounted from the updated histories. Unknown ids in a history, a model without
+        updates (only ALS has them) or a repeated row are a ValueError naming them."""
+        from alsresearch.baselines import PopularityModel
+        from alsresearch.provenance import utc_now
+
+        if not hasattr(self.model, "update_users"):
+            raise ValueError(
+                f"a {self.model.model_type} model takes no updates: promote a new model file"
+            )
+        model = copy.deepcopy(self.model)
+        counts = {"users_updated": 0, "users_added": 0, "items_updated": 0, "items_added": 0}
+        if items:
+            args = (model.user_index, model.n_users, "user")
+            ids, m = _history_rows(items, "item_id", "user_ids", *args)
+            known = model.item_index(ids, missing="ignore") >= 0
+            model.update_items(Interactions(m.T.tocsr(), model.user_ids, ids))
+            counts["items_updated"], counts["items_added"] = int(known.sum()), int((~known).sum())
+        if users:
+            args = (model.item_index, model.n_items, "item")
+            ids, m = _history_rows(users, "user_id", "item_ids", *args)
+            known = model.user_index(ids, missing="ignore") >= 0
+            model.update_users(Interactions(m, ids, model.item_ids))
+            counts["users_updated"], counts["users_added"] = int(known.sum()), int((~known).sum())
+        fallback = PopularityModel().fit(Interactions(model.seen, model.user_ids, model.item_ids))
+        n = int(self.live.get("updates", 0)) + 1
+        live = {**self.live, "updates": n, "updated_at": utc_now(), "last_update": counts}
+        return RecommendationService(model, fallback, self.card, self.name, live)
+
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
@@ -361,6 +400,39 @@ def _card_mismatch(card: dict[str, Any], files, model_digest: str) -> str | None
 
 
 # ---------------------------------------------------------------------- hot swap
+def _history_rows(rows: list, id_key: str, history_key: str, index, n_other: int, other: str):
+    """``(ids, counts)`` of update rows ``[{id_key: id, history_key: [...], "counts": [...]}]``:
+    the ids as an array and a CSR of their histories over the model's ``other`` side (``index``
+    maps those ids, unknown ones a ValueError naming them)."""
+    ids = [row[id_key] for row in rows]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1}, key=str)[:5]
+        raise ValueError(f"updates: {id_key} {repeated} given more than once")
+    r, c, w = [], [], []
+    for pos, row in enumerate(rows):
+        history = list(row[history_key])
+        counts = row.get("counts")
+        counts = [1.0] * len(history) if counts is None else list(counts)
+        if len(counts) != len(history):
+            raise ValueError(
+                f"updates: {id_key} {row[id_key]!r} has {len(history)} {history_key} and "
+                f"{len(counts)} counts"
+            )
+        idx = np.asarray(index(history, missing="ignore"), dtype=np.int64)
+        if (idx < 0).any():
+            unknown = [h for h, i in zip(history, idx.tolist(), strict=True) if i < 0][:5]
+            raise ValueError(
+                f"updates: {id_key} {row[id_key]!r} names {other} ids the model does not know: "
+                f"{unknown}"
+                + (" (add new items first, in the same request)" if other == "item" else "")
+            )
+        r += [pos] * len(idx)
+        c += idx.tolist()
+        w += counts
+    m = sp.csr_matrix((np.asarray(w, np.float64), (r, c)), shape=(len(rows), n_other))
+    return np.asarray(ids), m
+
+
 class _Live:
     """The one reference every request reads: ``live.service`` (replaced, never changed)."""
 
@@ -487,6 +559,14 @@ class ModelWatcher:
             old.version,
         )
         return "swapped"
+
+    def apply(self, change: Callable[[RecommendationService], RecommendationService]):
+        """Replace the live service by ``change(live service)`` under the swap lock, so an
+        update and a model-file swap never overwrite each other; returns the new service."""
+        with self._lock:
+            new = change(self.live.service)
+            self.live.service = new
+            return new
 
     def _wait(self, sig: tuple, problem: str) -> str:
         """A set that may be half-written: wait one check; refuse it if it stays so."""
@@ -684,6 +764,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     watch: bool = False,
     watch_interval: float = DEFAULT_WATCH_INTERVAL,
+    allow_updates: bool = False,
 ):
     """The FastAPI app serving ``model_path`` (loaded now; ModelFileError / FileNotFoundError
     when it cannot be).
@@ -692,6 +773,8 @@ def create_app(
     ``max_body_bytes``: the largest request body accepted (413 above it). ``watch``: check the
     model files every ``watch_interval`` seconds and swap in a newly promoted model; SIGHUP
     asks for a check either way (when the app runs in the main thread, as under uvicorn).
+    ``allow_updates``: take ``POST /updates`` (rows re-solved or added between retrains, see
+    :meth:`RecommendationService.with_updates`) from loopback clients; off by default (403).
     """
     from fastapi import Query, Request
     from fastapi.exceptions import RequestValidationError
@@ -727,6 +810,7 @@ def create_app(
     ]
     # the model type that ranked the list ("als", "ease", ...), or "popularity" for the fallback
     Source = Literal[tuple(MODEL_TYPES)]
+    Count = Annotated[float, Field(ge=0, allow_inf_nan=False)]
     forbid = ConfigDict(extra="forbid")
     version_doc = "first 12 hex digits of the model file's sha256 (GET /model: live)"
     candidates_doc = (
@@ -938,6 +1022,56 @@ def create_app(
         items, n = request.item_ids, request.n
         return await scored(lanes.single, lambda: _render(service.for_history(items, n)))
 
+    class UserUpdate(BaseModel):
+        model_config = forbid
+        user_id: UserId
+        item_ids: Annotated[list[ItemId], Field(max_length=MAX_BATCH)]
+        counts: Annotated[list[Count], Field(max_length=MAX_BATCH)] | None = None
+
+    class ItemUpdate(BaseModel):
+        model_config = forbid
+        item_id: ItemId
+        user_ids: Annotated[list[UserId], Field(max_length=MAX_BATCH)]
+        counts: Annotated[list[Count], Field(max_length=MAX_BATCH)] | None = None
+
+    class UpdateRequest(BaseModel):
+        """Rows to re-solve (known ids) or add (new ids) from their full current history,
+        items first, then users; counts default to 1 each."""
+
+        model_config = forbid
+        users: Annotated[list[UserUpdate], Field(max_length=MAX_BATCH)] | None = None
+        items: Annotated[list[ItemUpdate], Field(max_length=MAX_BATCH)] | None = None
+
+    class UpdateResult(BaseModel):
+        model: str
+        model_version: str
+        users_updated: int
+        users_added: int
+        items_updated: int
+        items_added: int
+
+    @app.post("/updates", response_model=UpdateResult, responses={**errors, 403: errors[422]})
+    async def update(body: UpdateRequest, request: Request):
+        """Re-solve or add users and items from their histories without a restart (the
+        model file is unchanged: the next promoted file replaces these updates). Off unless
+        the service was started with ``--allow-updates``, and then from loopback only."""
+        if not allow_updates:
+            return _error(
+                403, "updates are off: start the service with --allow-updates", "forbidden"
+            )
+        client = request.client.host if request.client else ""
+        if client not in LOOPBACK:
+            return _error(403, f"updates are taken from loopback only, not {client}", "forbidden")
+        users = None if body.users is None else [u.model_dump() for u in body.users]
+        items = None if body.items is None else [i.model_dump() for i in body.items]
+
+        def work() -> bytes:
+            new = watcher.apply(lambda service: service.with_updates(users, items))
+            result = {"model": new.name, "model_version": new.version, **new.live["last_update"]}
+            return json.dumps(result).encode()
+
+        return await scored(lanes.batch, work)
+
     async def post_only(request: Request):
         raise HTTPException(405, headers={"Allow": "POST"})
 
@@ -1039,13 +1173,14 @@ def run(
     max_body_bytes: int = MAX_BODY_BYTES,
     watch: bool = False,
     watch_interval: float = DEFAULT_WATCH_INTERVAL,
+    allow_updates: bool = False,
 ) -> None:
     """Load the model and serve it with uvicorn until stopped.
 
     ``threads`` caps BLAS and numba threads for scoring (1 by default: requests are small, and
     on a busy machine multi-threaded kernels wait for their threads); 0 keeps the libraries'
-    defaults (all cores). ``max_body_bytes``, ``watch`` and ``watch_interval``: see
-    :func:`create_app`. A model that cannot be loaded raises ModelFileError /
+    defaults (all cores). ``max_body_bytes``, ``watch``, ``watch_interval`` and
+    ``allow_updates``: see :func:`create_app`. A model that cannot be loaded raises ModelFileError /
     FileNotFoundError / ValueError naming the file, before the port is bound.
     """
     import copy
@@ -1064,6 +1199,7 @@ def run(
         max_body_bytes=max_body_bytes,
         watch=watch,
         watch_interval=watch_interval,
+        allow_updates=allow_updates,
     )
     log_config = copy.deepcopy(LOGGING_CONFIG)  # the service's own lines look like uvicorn's
     log_config["loggers"]["alsresearch"] = {

@@ -51,6 +51,12 @@ def add_command(subparsers) -> None:
         default=DEFAULT_WATCH_INTERVAL,
         help=f"seconds between two checks under --watch (default {DEFAULT_WATCH_INTERVAL:g})",
     )
+    p.add_argument(
+        "--allow-updates",
+        action="store_true",
+        help="take POST /updates from loopback clients: users and items re-solved or added "
+        "from their histories between retrains, without a restart (default: off, 403)",
+    )
     p.set_defaults(func=_serve)
 
 
@@ -76,6 +82,7 @@ def _serve(args) -> int:
             max_body_bytes=args.max_body_bytes,
             watch=args.watch,
             watch_interval=args.watch_interval,
+            allow_updates=args.allow_updates,
         )
     except (ModelFileError, FileNotFoundError, OSError, ValueError) as exc:
         message = " ".join(str(exc).split())
