@@ -1050,7 +1050,12 @@ def create_app(
         items_updated: int
         items_added: int
 
-    @app.post("/updates", response_model=UpdateResult, responses={**errors, 403: errors[422]})
+    @app.post(
+        "/updates",
+        response_model=UpdateResult,
+        responses={**errors, 403: errors[422]},
+        include_in_schema=allow_updates,  # documented where it can be used
+    )
     async def update(body: UpdateRequest, request: Request):
         """Re-solve or add users and items from their histories without a restart (the
         model file is unchanged: the next promoted file replaces these updates). Off unless
