@@ -1,11 +1,12 @@
-"""The promotion gate: decide whether a set of ALS parameters becomes the served model.
+"""The promotion gate: decide whether a model with a set of parameters becomes the served model.
 
-:func:`promote` takes a set of ALS parameters (from tuning) and the full data set:
+:func:`promote` takes a model type and its parameters (from tuning: best.json names the model,
+``"model": "ease"`` say; parameters that name none are ALS's) and the full data set:
 
 1. split the data with the test split ``split`` (a :class:`~alsresearch.split.SplitSpec`:
    random, temporal or leave-last; by default a seeded random 20% of each user's cells; with
    ``protocol="fold_in"``, whole users held out and ranked from a fold-in history);
-2. fit ALS with the parameters on the train part and evaluate it on the test part
+2. fit the model with the parameters on the train part and evaluate it on the test part
    (:func:`~alsresearch.evaluate.evaluate`, NDCG@k with k = 10 by default);
 3. fit and evaluate, on the *same* split, the two models it must beat: item popularity, and the
    parameters of the currently promoted model (read from its model card);
@@ -15,7 +16,7 @@
    better beyond the noise of which users happen to be in the test split, not merely have the
    higher point estimate). The refusal states each interval that failed; ``force=True``
    promotes anyway and says so;
-5. otherwise refit ALS with the same parameters **on all the data** (what is served: the model
+5. otherwise refit the model with the same parameters **on all the data** (what is served: the model
    has seen every interaction, so nothing it knows is withheld from users) together with the
    popularity fallback, and write the artefact (:mod:`alsresearch.artefact`).
 
@@ -34,16 +35,18 @@ or a split that differs from this promotion's, :func:`promote` raises
 reason then says what differed). Cards written before these records existed are compared by
 their parameters and fingerprint only.
 
-Promotion is deterministic: parameters without a ``random_state`` get
-``random_state = split.seed``, recorded in the card.
+Promotion is deterministic: for a model that takes a seed (ALS), parameters without a
+``random_state`` get ``random_state = split.seed``, recorded in the card; EASE has no
+randomness.
 
-The model card (``<name>.json``) records the parameters, the metrics with the split that measured
-them (``"split"``: the split spec, the data fingerprint and the cell counts of each part), the
-popularity and previous-model metrics, the data (``"data"``: the source spec, or None when the
-caller gave none, the fingerprint and the size), what the served model was trained on, the gate's
-decision, file checksums, :func:`~alsresearch.provenance.environment_record` (git commit and dirty
-flag, library versions, threads) and the creation time. The served model file's ``training``
-record says the same: ``{"data": source, "split": split, "part": "all"}``.
+The model card (``<name>.json``) records the model type (``"model_type"``), the parameters, the
+metrics with the split that measured them (``"split"``: the split spec, the data fingerprint and the
+cell counts of each part), the popularity and previous-model metrics, the data (``"data"``: the
+source spec, or None when the caller gave none, the fingerprint and the size), what the served model
+was trained on, the gate's decision, file checksums,
+:func:`~alsresearch.provenance.environment_record` (git commit and dirty flag, library versions,
+threads) and the creation time. The served model file's ``training`` record says the same:
+``{"data": source, "split": split, "part": "all"}``.
 """
 
 from __future__ import annotations
@@ -56,11 +59,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alsresearch.als import ALSConfig, ALSModel
 from alsresearch.artefact import CARD_VERSION, named_artefact, read_card, recover, write_artefact
 from alsresearch.base import MODEL_TYPES, Recommender, model_class
 from alsresearch.baselines import PopularityModel
-from alsresearch.checks import check_bool, check_float, check_int
+from alsresearch.checks import check_bool, check_choice, check_float, check_int
 from alsresearch.data import coerce_interactions
 from alsresearch.errors import SpecMismatchError
 from alsresearch.evaluate import (
@@ -79,8 +81,9 @@ from alsresearch.provenance import environment_record, utc_now
 from alsresearch.records import data_record, training_record
 from alsresearch.source import DataSource
 from alsresearch.split import SPLIT_KINDS, SplitParts, SplitSpec
+from alsresearch.tuning.space import DEFAULT_MODEL
 
-__all__ = ["PromotionResult", "load_params", "promote"]
+__all__ = ["PromotionResult", "load_model_params", "load_params", "promote"]
 
 
 #: the cut-off of the gating NDCG unless the caller says otherwise
@@ -111,18 +114,26 @@ class PromotionResult:
     archived: list[Path] = field(default_factory=list)
     card: dict[str, Any] | None = None
     evaluations: dict[str, Any] = field(default_factory=dict)
-    """The gate's full :class:`~alsresearch.evaluate.EvaluationResult` per model ("als",
-    "popularity"): per-user figures and the breakdown by history length, on the gate's split."""
+    """The gate's full :class:`~alsresearch.evaluate.EvaluationResult` per model (the
+    candidate's type, e.g. "als" or "ease", and "popularity"): per-user figures and the
+    breakdown by history length, on the gate's split."""
     differences: dict[str, PairedDifference] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------- parameters
-def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-    """ALS parameters from a dict, a ``{"params": {...}}`` record (tuning's best.json layout),
-    or a JSON file holding either, checked before any data is read: unknown names raise
-    ValueError listing the valid ones, and a value out of range (``iterations: 1000000000``
-    above :data:`~alsresearch.limits.MAX_ITERATIONS`, say) one naming it, its value and the
-    allowed range."""
+def load_model_params(params: Mapping[str, Any] | str | Path) -> tuple[str, dict[str, Any]]:
+    """``(model type, its arguments)``, checked before any data is read, from
+
+    - a dict of arguments: ALS's, unless it names its model (``{"model": "ease",
+      "regularization": 500.0}``);
+    - a ``{"model": ..., "params": {...}}`` record (tuning's best.json layout; without
+      ``"model"``, as in every file written before sweeps named their model: ALS);
+    - a JSON file holding either.
+
+    The model type must be one of :data:`~alsresearch.base.MODEL_TYPES` (else ValueError
+    listing them); unknown argument names raise ValueError listing the valid ones, and a value
+    out of range (``iterations: 1000000000`` above :data:`~alsresearch.limits.MAX_ITERATIONS`,
+    say) one naming it, its value and the allowed range (the model's constructor checks)."""
     where = "params"
     if isinstance(params, str | Path):
         where = str(params)
@@ -134,18 +145,39 @@ def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(params, Mapping):
-        raise ValueError(f"{where}: expected a JSON object of ALS parameters, got {params!r}")
+        raise ValueError(f"{where}: expected a JSON object of model parameters, got {params!r}")
+    model_type = params.get("model", DEFAULT_MODEL)
     if "params" in params and isinstance(params["params"], Mapping):
         params = params["params"]
-    valid = [p for p in inspect.signature(ALSModel).parameters if p != "self"]
+    else:
+        params = {k: v for k, v in params.items() if k != "model"}
+    model_type = check_choice(model_type, f"{where}: model", tuple(MODEL_TYPES))
+    cls = model_class(model_type)
+    valid = [p for p in inspect.signature(cls).parameters if p != "self"]
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        raise ValueError(f"{where}: unknown ALS parameter(s) {unknown}; valid names: {valid}")
+        raise ValueError(
+            f"{where}: unknown {model_type.upper()} parameter(s) {unknown}; valid names: {valid}"
+        )
     try:
-        ALSConfig(**params)
-    except ValueError as exc:
+        cls(**params)
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from exc
-    return dict(params)
+    return model_type, dict(params)
+
+
+def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """ALS arguments, read as :func:`load_model_params` reads them; parameters that name
+    another model are refused (the caller would build an ALSModel from another model's
+    arguments): read those with :func:`load_model_params`, which returns the type too."""
+    model_type, args = load_model_params(params)
+    if model_type != DEFAULT_MODEL:
+        where = str(params) if isinstance(params, str | Path) else "params"
+        raise ValueError(
+            f"{where}: the parameters are for model {model_type!r}, not ALS; read them with "
+            "alsresearch.promote.load_model_params, which returns the model type too"
+        )
+    return args
 
 
 # ---------------------------------------------------------------------- the gate
@@ -240,9 +272,11 @@ def promote(
     min_lift: float = DEFAULT_MIN_LIFT,
     n_boot: int = DEFAULT_N_BOOT,
 ) -> PromotionResult:
-    """Fit ALS with ``params``, gate it against popularity and the current model, write it.
+    """Fit a model with ``params``, gate it against popularity and the current model, write it.
 
-    ``params``: ALS config fields (a dict, ``{"params": {...}}``, or a JSON file of either).
+    ``params``: the model type and its arguments, in any form :func:`load_model_params` reads
+    (a dict of ALS arguments, ``{"model": "ease", "params": {...}}`` as in tuning's best.json,
+    or a JSON file of either); the candidate cannot be popularity, the model it must beat.
     ``data``: the full :class:`~alsresearch.data.Interactions` (or scipy sparse counts).
     ``source``: how ``data`` was read, recorded in the card and the model file and compared with
     the current card's (None: not known, neither recorded nor compared). ``split``: the gate's
@@ -273,10 +307,16 @@ def promote(
     )
     min_lift = check_float(min_lift, "min_lift", low=0.0)
     n_boot = check_int(n_boot, "n_boot", low=1, high=10**7)
-    config = load_params(params)
-    if config.get("random_state") is None:
+    model_type, config = load_model_params(params)  # before any work: errors name the field
+    if model_type == PopularityModel.model_type:
+        raise ValueError(
+            "the candidate cannot be the popularity model: it is the baseline the gate compares "
+            "with, and the fallback served beside every promoted model"
+        )
+    model_cls = model_class(model_type)
+    takes_seed = "random_state" in inspect.signature(model_cls).parameters
+    if takes_seed and config.get("random_state") is None:
         config["random_state"] = split.seed
-    ALSModel(**config)  # validate before any work: ValueError names the bad field
     data = coerce_interactions(data)
     target = named_artefact(name, models_dir)
     figure = f"ndcg@{k}"
@@ -316,11 +356,11 @@ def promote(
     parts = split.parts(data)
     train, test = parts.train, parts.test
     require_test_users(test, f"the promotion gate's test split ({split})")
-    candidate = ALSModel(**config)
+    candidate = model_cls(**config)
     metrics, candidate_result = _fit_and_evaluate(candidate, parts, k)
     config = candidate.get_config()  # complete, normalised (e.g. dtype as a name)
     baseline, baseline_result = _fit_and_evaluate(PopularityModel(), parts, k)
-    evaluations = {"als": candidate_result, "popularity": baseline_result}
+    evaluations = {model_type: candidate_result, "popularity": baseline_result}
 
     previous_metrics = None
     previous_result = None
@@ -366,7 +406,7 @@ def promote(
         reason = "; ".join([f"promoted: {beaten}: every interval is above {above}", *notes])
 
     training = training_record(source, split, part="all")
-    served = ALSModel(**config).fit(data)
+    served = model_cls(**config).fit(data)
     fallback = PopularityModel().fit(data)
     served.training = training
     fallback.training = training

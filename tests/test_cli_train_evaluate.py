@@ -235,6 +235,61 @@ def test_train_names_a_bad_parameter(tmp_path, events, capsys):
     assert "unknown ALS parameter(s) ['factor']" in capsys.readouterr().err
 
 
+def test_train_then_evaluate_an_ease_model_named_by_its_parameters(tmp_path, events, capsys):
+    """A parameter file naming ``"model": "ease"`` (bare, or in best.json's layout) trains an
+    EASEModel; `evaluate` scores it like any model."""
+    from alsresearch.baselines import EASEModel
+    from alsresearch.data import Interactions
+    from alsresearch.evaluate import evaluate
+    from alsresearch.split import random_holdout
+
+    data_args = ["--events", str(events), "--weight-col", "plays"]
+    data = Interactions.from_events(events, weight_col="plays")
+    spec = SplitSpec()
+    train, test = random_holdout(data, spec.test_fraction, seed=spec.seed)
+    layouts = {
+        "bare": {"model": "ease", "regularization": 30.0},
+        "best": {"model": "ease", "params": {"regularization": 30.0}, "study": "s"},
+    }
+    for name, layout in layouts.items():
+        params = tmp_path / f"{name}.json"
+        params.write_text(json.dumps(layout))
+        model_file = tmp_path / f"{name}.npz"
+        assert main(["train", *data_args, "--params", str(params), "--out", str(model_file)]) == 0
+        model = load_model(model_file)
+        assert isinstance(model, EASEModel) and model.regularization == 30.0, name
+    out = tmp_path / "eval"
+    assert main(["evaluate", *data_args, "--model", str(model_file), "--out", str(out)]) == 0
+    record = json.loads((out / "results.json").read_text())
+    reference = EASEModel(regularization=30.0).fit(train)
+    assert record["metrics"]["ease_ndcg@10"] == pytest.approx(
+        evaluate(reference, train, test).metrics["ndcg@10"]
+    )
+    assert record["metrics"]["ease_ndcg@10"] > record["metrics"]["popularity_ndcg@10"]
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        (  # an ALS argument given to EASE
+            {"model": "ease", "params": {"regularization": 30.0, "factors": 8}},
+            "unknown EASE parameter(s) ['factors']; valid names: ['regularization']",
+        ),
+        ({"model": "ease", "regularization": -1.0}, "regularization must be"),
+        ({"model": "xgboost", "params": {}}, "model must be one of"),
+    ],
+)
+def test_train_names_a_bad_model_or_parameter(tmp_path, events, capsys, layout, message):
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps(layout))
+    out = tmp_path / "m.npz"
+    code = main(["train", "--events", str(events), "--params", str(params), "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert message in err and str(params) in err
+    assert not out.exists()
+
+
 def test_help_of_every_command_works_without_optional_imports(capsys):
     for command in ("run", "train", "evaluate", "tune"):
         with pytest.raises(SystemExit) as done:

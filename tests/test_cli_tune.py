@@ -196,3 +196,78 @@ def test_killed_worker_loses_no_finished_trial(tmp_path):
     best = json.loads((tmp_path / "out" / "best.json").read_text())
     assert best["trials"]["FAIL"] == 1
     assert np.isfinite(best["validation"]["ndcg@10"])
+
+
+# ------------------------------------------------------------------ EASE
+@pytest.fixture(scope="module")
+def popular_ratings(tmp_path_factory):
+    """The shipped MovieLens ratings of the 1,297 movies (of 9,724) that 20 or more users rated:
+    an EASE fit on them takes a fraction of a second, on the whole catalogue ~10 s or more."""
+    import pandas as pd
+
+    from alsresearch import paths
+
+    ratings = pd.read_csv(paths.resource("ml-latest-small", "ratings.csv"))
+    counts = ratings["movieId"].value_counts()
+    popular = ratings[ratings["movieId"].isin(counts.index[counts >= 20])]
+    path = tmp_path_factory.mktemp("ratings") / "popular.csv"
+    popular.to_csv(path, index=False)
+    return path
+
+
+def test_ease_sweep_then_train_and_promote_from_the_command_line(tmp_path, popular_ratings, capsys):
+    """`tune --space search_space_ease.yaml` on MovieLens, then `train` and `promote` with
+    `--params best.json`: the best trial's score is EASE's, recomputed here on the same
+    validation split; the model file is that EASE fitted on the training part; the gate
+    promotes it over popularity and its card names the model."""
+    from alsresearch import load_model
+    from alsresearch.baselines import EASEModel, PopularityModel
+    from alsresearch.evaluate import evaluate
+    from alsresearch.source import DataSource
+    from tests.layout import REPO_ROOT
+
+    space_file = REPO_ROOT / "experiments" / "search_space_ease.yaml"
+    source = ["--events", str(popular_ratings), "--user-col", "userId", "--item-col", "movieId"]
+    out = tmp_path / "sweep"
+    tune = ["tune", *source, "--space", str(space_file), "--trials", "4", "--out", str(out)]
+    assert main([*tune, "--quiet"]) == 0
+    best = json.loads((out / "best.json").read_text())
+    assert best["model"] == "ease" and best["study"].startswith("ease-")
+    assert best["params"].keys() == {"regularization"}
+    regularization = best["params"]["regularization"]
+    assert 1.0 <= regularization <= 10_000.0
+    assert best["trials"] == {"COMPLETE": 4}
+
+    data = DataSource(path=str(popular_ratings), user_col="userId", item_col="movieId").load()
+    vd = validation_data(data, SearchSpace.load(space_file), seed=0, split=SplitSpec())
+    ease = EASEModel(regularization=regularization).fit(vd.fit)
+    expected = evaluate(ease, vd.fit, vd.valid, k=10).metrics["ndcg@10"]
+    assert best["validation"]["ndcg@10"] == pytest.approx(expected, rel=1e-6)
+    popularity = PopularityModel().fit(vd.fit)
+    pop = evaluate(popularity, vd.fit, vd.valid, k=10).metrics["ndcg@10"]
+    assert best["validation"]["popularity_ndcg@10"] == pytest.approx(pop)
+    assert expected > pop and best["validation"]["beats_popularity"]
+
+    model_file = tmp_path / "ease.npz"
+    train = ["train", *source, "--params", str(out / "best.json"), "--out", str(model_file)]
+    assert main(train) == 0
+    assert "trained EASEModel(regularization=" in capsys.readouterr().out
+    model = load_model(model_file)
+    assert isinstance(model, EASEModel) and model.regularization == regularization
+    reference = EASEModel(regularization=regularization).fit(SplitSpec().parts(data).train)
+    users = data.user_ids[:50]
+    for user in users:
+        items, scores = model.recommend(user, n=10)
+        want_items, want_scores = reference.recommend(user, n=10)
+        np.testing.assert_array_equal(items, want_items)
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+
+    promote = ["promote", *source, "--params", str(out / "best.json")]
+    assert main([*promote, "--models-dir", str(tmp_path / "models")]) == 0
+    printed = capsys.readouterr().out
+    assert "(ease)" in printed and "promoted: NDCG@10" in printed
+    card = json.loads((tmp_path / "models" / "als_baseline.json").read_text())
+    assert card["model_type"] == "ease" and card["params"] == best["params"]
+    assert card["gate"]["passed"] and card["gate"]["differences"]["popularity"]["low"] > 0
+    served = load_model(tmp_path / "models" / "als_baseline.npz")
+    assert isinstance(served, EASEModel) and served.n_users == data.n_users  # all the data

@@ -68,7 +68,7 @@ def test_packaged_defaults_equal_the_copies_users_edit():
     """The default search space and the demo experiment ship inside the package (so an
     installed package has them); experiments/ keeps the copies users edit, which must start
     out equal to what the package uses."""
-    for name in ("search_space.yaml", "demo.yaml"):
+    for name in ("search_space.yaml", "search_space_ease.yaml", "demo.yaml"):
         packaged = REPO_ROOT / "alsresearch" / "resources" / name
         assert packaged.read_text() == (REPO_ROOT / "experiments" / name).read_text(), name
 

@@ -24,12 +24,12 @@ import pytest
 from alsresearch import load_model, paths
 from alsresearch.als import ALSModel
 from alsresearch.artefact import artefact_paths, read_card
-from alsresearch.baselines import PopularityModel
+from alsresearch.baselines import EASEModel, PopularityModel
 from alsresearch.cli import main
 from alsresearch.datasets import synthetic_events
 from alsresearch.errors import SpecMismatchError
 from alsresearch.evaluate import evaluate, paired_difference
-from alsresearch.promote import load_params, promote
+from alsresearch.promote import load_model_params, load_params, promote
 from alsresearch.source import DataSource
 from alsresearch.split import SplitSpec, random_holdout, temporal_holdout, user_holdout
 from tests.artefact_helpers import NAMES, kill_write, snapshot
@@ -393,6 +393,24 @@ def test_parameters_come_bare_or_in_the_tuning_layout(tmp_path):
         load_params(tmp_path / "nope.json")
 
 
+def test_parameters_name_their_model_and_files_without_one_are_als(tmp_path):
+    assert load_model_params(GOOD) == ("als", GOOD)
+    assert load_model_params({"params": GOOD, "value": 0.3}) == ("als", GOOD)
+    ease = {"regularization": 500.0}
+    assert load_model_params({"model": "ease", "params": ease}) == ("ease", ease)
+    assert load_model_params({"model": "ease", **ease}) == ("ease", ease)
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"model": "ease", "params": ease, "seed": 0}))
+    assert load_model_params(best) == ("ease", ease)
+    # the ALS-only reader refuses another model's arguments rather than build ALS from them
+    with pytest.raises(ValueError, match=r"best\.json: the parameters are for model 'ease'"):
+        load_params(best)
+    with pytest.raises(ValueError, match=r"model must be one of \['als', .*got 'EASE'"):
+        load_model_params({"model": "EASE", "params": ease})
+    with pytest.raises(ValueError, match=r"unknown EASE parameter\(s\) \['random_state'\]"):
+        load_model_params({"model": "ease", "params": {**ease, "random_state": 0}})
+
+
 def test_bad_parameters_and_names_fail_before_any_work(tmp_path, movielens):
     with pytest.raises(ValueError, match=r"factors must be an integer in \[1, 1024\], got 0"):
         promote({"factors": 0}, movielens, models_dir=tmp_path)
@@ -492,3 +510,51 @@ def test_recover_takes_no_promotion_options(tmp_path, capsys, stray, named):
 def test_promote_command_needs_params(tmp_path, capsys):
     assert main(["promote", "--models-dir", str(tmp_path)]) == 1
     assert "--params is required" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- EASE
+@pytest.fixture(scope="module")
+def popular(movielens):
+    """MovieLens restricted to the 1,297 movies 20 or more users rated (the catalogue keeps
+    every id): an EASE fit takes a fraction of a second instead of ~10 s or more."""
+    m = movielens.matrix
+    keep = np.bincount(m.indices, minlength=m.shape[1]) >= 20
+    return movielens.select_cells(keep[m.indices])
+
+
+def test_ease_from_a_best_json_is_gated_and_promoted(tmp_path, popular):
+    ease = {"regularization": 500.0}
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"model": "ease", "params": ease, "seed": 0}))
+    result = promote(best, popular, models_dir=tmp_path / "models")
+    assert result.promoted, result.reason
+    card = read_card(result.card_path)
+    assert card["model_type"] == "ease" and card["params"] == ease  # no seed: EASE takes none
+    assert set(result.evaluations) == {"ease", "popularity"}
+    # the gate's figures, recomputed here on the same split
+    parts = SplitSpec().parts(popular)
+    reference = EASEModel(**ease).fit(parts.train)
+    measured = evaluate(reference, parts.train, parts.test)
+    assert card["metrics"]["ndcg@10"] == pytest.approx(measured.metrics["ndcg@10"], rel=1e-9)
+    pop = evaluate(PopularityModel().fit(parts.train), parts.train, parts.test)
+    d = paired_difference(measured, pop, "ndcg@10")  # the gate's defaults: 95%, seeded
+    gate = result.differences["popularity"]
+    assert (gate.difference, gate.low) == pytest.approx((d.difference, d.low)) and d.low > 0
+    # the served model: EASE with those parameters refitted on all the data
+    served = load_model(result.model_path)
+    assert isinstance(served, EASEModel) and served.regularization == 500.0
+    everything = EASEModel(**ease).fit(popular)
+    for user in popular.user_ids[:20]:
+        np.testing.assert_array_equal(served.recommend(user)[0], everything.recommend(user)[0])
+
+    # a later ALS candidate is gated against the current EASE, refitted on its split
+    again = promote(GOOD, popular, models_dir=tmp_path / "models", force=True)
+    assert again.previous_metrics["ndcg@10"] == pytest.approx(measured.metrics["ndcg@10"])
+    assert read_card(again.card_path)["model_type"] == "als"
+    assert read_card(again.card_path)["params"]["random_state"] == SplitSpec().seed
+
+
+def test_popularity_cannot_be_the_candidate(tmp_path, popular):
+    with pytest.raises(ValueError, match="the candidate cannot be the popularity model"):
+        promote({"model": "popularity", "params": {}}, popular, models_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []

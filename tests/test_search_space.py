@@ -355,3 +355,99 @@ def test_the_repository_search_space_loads_with_its_conditional_and_data_params(
     signature = inspect.signature(ALSModel).parameters
     for name, value in space.defaults.items():
         assert signature[name].default == value, name
+
+
+# ------------------------------------------------------------------ the model a space sweeps
+EASE = {
+    "model": "ease",
+    "params": {"regularization": {"type": "float", "low": 1.0, "high": 10000.0, "log": True}},
+    "defaults": {"regularization": 200.0},
+}
+
+
+def test_a_space_that_names_no_model_sweeps_als():
+    assert SearchSpace.from_dict(SMALL, "small").model == "als"
+    shipped = SearchSpace.load()
+    assert shipped.model == "als" and shipped.iterative
+
+
+def test_the_shipped_ease_space_searches_regularization_alone():
+    from alsresearch import paths
+    from alsresearch.baselines import EASEModel
+    from tests.layout import REPO_ROOT
+
+    edited = REPO_ROOT / "experiments" / "search_space_ease.yaml"
+    space = SearchSpace.load(edited)
+    assert space.model == "ease" and not space.iterative
+    assert [(p.name, p.kind, p.low, p.high, p.log) for p in space.params] == [
+        ("regularization", "float", 1.0, 10000.0, True)
+    ]
+    # trial 0 is EASEModel's own default (read from its signature, not from the file)
+    default = inspect.signature(EASEModel).parameters["regularization"].default
+    assert space.trial_zero() == {"regularization": default}
+    assert space.fixed == {} and space.pruner == {} and space.data_params == ()
+    # validated the same way as the ALS sweep, so the two sweeps' scores compare
+    assert space.validation == SearchSpace.load().validation
+    # the package ships the same file, so an installed package has it
+    assert paths.resource("search_space_ease.yaml").read_text() == edited.read_text()
+
+
+def test_the_model_round_trips_through_the_space_dict(tmp_path):
+    space = SearchSpace.from_dict(EASE, "ease")
+    assert space.to_dict()["model"] == "ease"
+    again = SearchSpace.load(write_space(tmp_path / "ease.yaml", space.to_dict()))
+    assert again.model == "ease" and again.to_dict() == space.to_dict()
+
+
+def test_an_unknown_model_is_refused_naming_the_registered_types():
+    from alsresearch.base import MODEL_TYPES
+
+    for bad in ("xgboost", ["ease"], None):
+        with pytest.raises(ValueError) as err:
+            SearchSpace.from_dict({**EASE, "model": bad}, "bad.yaml")
+        message = str(err.value)
+        assert message.startswith("bad.yaml: model must be one of") and repr(bad) in message
+        assert all(repr(name) in message for name in MODEL_TYPES)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (  # an ALS argument in an EASE space
+            {
+                "params": {
+                    **EASE["params"],
+                    "factors": {"type": "categorical", "choices": [8, 16]},
+                },
+                "defaults": {**EASE["defaults"], "factors": 8},
+            },
+            "bad.yaml: params.factors: 'factors' is not an argument of EASEModel (model: ease); "
+            "its arguments are ['regularization']",
+        ),
+        (
+            {"fixed": {"solver": "cg"}},
+            "bad.yaml: fixed.solver: 'solver' is not an argument of EASEModel",
+        ),
+        (  # EASE has no iterations: nothing to prune
+            {"pruner": {"n_startup_trials": 5}},
+            "bad.yaml: pruner: model 'ease' is fitted in one step",
+        ),
+        (  # the range is checked by EASEModel itself
+            {
+                "params": {"regularization": {"type": "float", "low": 0.0, "high": 10.0}},
+                "defaults": {"regularization": 5.0},
+            },
+            "bad.yaml: params.regularization: regularization must be",
+        ),
+    ],
+)
+def test_an_ease_space_is_checked_against_ease_when_read(change, message):
+    with pytest.raises(ValueError) as err:
+        SearchSpace.from_dict({**EASE, **change}, "bad.yaml")
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["random_state", "num_threads"])
+def test_the_arguments_the_sweep_sets_are_refused_in_the_space(name):
+    with pytest.raises(ValueError, match=rf"bad\.yaml: fixed\.{name}: {name} is set by the sweep"):
+        SearchSpace.from_dict({**SMALL, "fixed": {name: 1}}, "bad.yaml")

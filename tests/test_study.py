@@ -14,14 +14,14 @@ optuna = pytest.importorskip("optuna")
 
 from alsresearch import paths  # noqa: E402
 from alsresearch.als import ALSModel  # noqa: E402
-from alsresearch.baselines import PopularityModel  # noqa: E402
+from alsresearch.baselines import EASEModel, PopularityModel  # noqa: E402
 from alsresearch.datasets import synthetic, synthetic_events  # noqa: E402
 from alsresearch.errors import SpecMismatchError  # noqa: E402
 from alsresearch.evaluate import evaluate  # noqa: E402
 from alsresearch.source import DataSource  # noqa: E402
 from alsresearch.split import SplitSpec, random_holdout, temporal_holdout  # noqa: E402
 from alsresearch.tuning import SearchSpace, TuneFailedError, tune, validation_data  # noqa: E402
-from alsresearch.tuning.study import _Objective  # noqa: E402
+from alsresearch.tuning.study import _check_resume, _Objective, _study_record  # noqa: E402
 from tests.tuning_helpers import SMALL, finished, open_study  # noqa: E402
 
 
@@ -39,6 +39,13 @@ def data():
 @pytest.fixture
 def space():
     return SearchSpace.from_dict(SMALL, "small")
+
+
+@pytest.fixture
+def ease():
+    """The shipped EASE space, validated on as many users as SMALL's."""
+    spec = SearchSpace.load(paths.resource("search_space_ease.yaml")).to_dict()
+    return SearchSpace.from_dict({**spec, "validation": SMALL["validation"]}, "ease")
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +153,58 @@ def test_pruned_trial_stops_fitting_at_the_report(data, space):
     model.fit(vd.fit)
     expected = evaluate(model, vd.fit, vd.valid, k=10).metrics["ndcg@10"]
     assert reports[-1][1] == pytest.approx(expected, rel=1e-6)
+
+
+class FixedTrial:
+    """Stands in for optuna.Trial: the given values, every report recorded, never pruned."""
+
+    number = 0
+    study = type("S", (), {"get_trials": staticmethod(lambda deepcopy=False: [])})()
+
+    def __init__(self, **values):
+        self.values, self.reports, self.attrs = values, [], {}
+
+    def suggest_float(self, name, *range_or_choices, log=False):
+        return self.values[name]
+
+    suggest_int = suggest_categorical = suggest_float
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return False
+
+    def set_user_attr(self, key, value):
+        self.attrs[key] = value
+
+
+def test_the_last_iteration_is_scored_when_it_falls_between_two_reports(data):
+    """iterations = 5 with a score every 3: reports after iterations 3 and 5, the trial's value
+    being the model's after its last iteration."""
+    spec = {**SMALL, "validation": {**SMALL["validation"], "every": 3}}
+    space = SearchSpace.from_dict(spec, "every3")
+    vd = validation_data(data, space, seed=0)
+    values = {"alpha": 1.0, "regularization": 1.0, "factors": 8, "iterations": 5}
+    trial = FixedTrial(**values, scaling="log")
+    value = _Objective(space, vd, seed=0, n_trials=5)(trial)
+    assert [step for step, _ in trial.reports] == [3, 5]
+    model = ALSModel(**values, scaling="log", random_state=0).fit(vd.fit)
+    expected = evaluate(model, vd.fit, vd.valid, k=10).metrics["ndcg@10"]
+    assert value == trial.reports[-1][1] == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_ease_trial_is_one_fit_scored_once(data, ease):
+    """No per-iteration report (EASE has no iterations), no seed or threads passed: the value
+    is the validation NDCG of EASE fitted on the fit part."""
+    vd = validation_data(data, ease, seed=0)
+    trial = FixedTrial(regularization=35.0)
+    value = _Objective(ease, vd, seed=0, n_trials=5, num_threads=2)(trial)
+    assert trial.reports == [] and trial.attrs["seconds"] >= 0
+    model = EASEModel(regularization=35.0).fit(vd.fit)
+    assert value == pytest.approx(
+        evaluate(model, vd.fit, vd.valid, k=10).metrics["ndcg@10"], rel=1e-6
+    )
 
 
 # ------------------------------------------------------------------ studies
@@ -358,3 +417,75 @@ def test_a_space_that_breaks_a_limit_is_refused_when_read():
         r"got 1000000000",
     ):
         SearchSpace.from_dict(spec, "long")
+
+
+# ------------------------------------------------------------------ EASE sweeps
+def test_ease_sweep_scores_every_trial_by_ease_on_validation(data, ease, tmp_path):
+    result = tune(data, n_trials=4, seed=1, out_dir=tmp_path, space=ease, quiet=True)
+    assert result.study_name.startswith("ease-") and result.model == "ease"
+    study = open_study(result.storage, result.study_name)
+    trials = finished(study)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4  # nothing pruned, nothing failed
+    assert study.trials[0].params == {"regularization": 200.0}  # trial 0: the defaults
+    vd = validation_data(data, ease, seed=1)
+    for t in trials:  # each value recomputed here: EASE with the trial's lambda, on the fit part
+        model = EASEModel(**t.params).fit(vd.fit)
+        expected = evaluate(model, vd.fit, vd.valid, k=10).metrics["ndcg@10"]
+        assert t.value == pytest.approx(expected, rel=1e-6)
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["model"] == "ease" and best["search_space"]["model"] == "ease"
+    assert best["params"].keys() == {"regularization"}  # EASE takes no seed
+    assert 1.0 <= best["params"]["regularization"] <= 10_000.0
+    assert best["validation"]["ndcg@10"] == pytest.approx(max(t.value for t in trials))
+    pop = evaluate(PopularityModel().fit(vd.fit), vd.fit, vd.valid, k=10).metrics["ndcg@10"]
+    assert best["validation"]["popularity_ndcg@10"] == pytest.approx(pop)
+
+
+def test_ease_sweep_under_the_fold_in_protocol(data, ease, tmp_path):
+    split = SplitSpec(protocol="fold_in", holdout_users=40)
+    result = tune(data, split=split, n_trials=2, seed=0, out_dir=tmp_path, space=ease, quiet=True)
+    vd = validation_data(data, ease, seed=0, split=split)
+    assert vd.fold_in is not None
+    model = EASEModel(**result.best_params).fit(vd.fit)  # held-out users ranked by fold-in
+    metrics = evaluate(model, vd.fit, vd.valid, k=10, protocol="fold_in", fold_in=vd.fold_in)
+    assert result.best_value == pytest.approx(metrics.metrics["ndcg@10"], rel=1e-6)
+
+
+def test_ease_sweep_of_half_life_weighs_the_data_it_fits(events_file, ease):
+    """The decayed counts reach any model; EASE binarises them, so every half-life scores as
+    the undecayed fit part does."""
+    spec = ease.to_dict()
+    spec["params"]["half_life"] = {"type": "categorical", "choices": [None, "7D", "365D"]}
+    spec["defaults"]["half_life"] = "7D"
+    space = SearchSpace.from_dict(spec, "ease-decay")
+    data = typed_source(events_file).load()
+    result = tune(data, n_trials=3, seed=0, space=space, quiet=True)
+    vd = validation_data(data, space, seed=0)
+    for t in finished(open_study(result.storage, result.study_name)):
+        fit = vd.fit.decayed(t.params["half_life"], as_of=vd.fit.as_of)
+        assert t.params["half_life"] is None or fit.matrix.data.max() < vd.fit.matrix.data.max()
+        model = EASEModel(regularization=t.params["regularization"]).fit(vd.fit)
+        expected = evaluate(model, vd.fit, vd.valid, k=10).metrics["ndcg@10"]
+        assert t.value == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_als_study_is_never_resumed_with_an_ease_space(data, space, ease):
+    tune(data, n_trials=2, seed=0, space=space, study_name="shared", quiet=True)
+    with pytest.raises(SpecMismatchError, match="was created with model 'als', not 'ease'"):
+        tune(data, n_trials=3, seed=0, space=ease, study_name="shared", quiet=True)
+    # by default the two sweeps of the same data and seed are two studies
+    als = tune(data, n_trials=2, seed=0, space=space, quiet=True)
+    both = tune(data, n_trials=2, seed=0, space=ease, quiet=True)
+    assert als.study_name.startswith("als-")
+    assert both.study_name == "ease-" + als.study_name.removeprefix("als-")
+
+
+def test_a_study_recorded_before_model_types_resumes_as_als(data, space, ease):
+    vd = validation_data(data, space, seed=0)
+    record = _study_record(data, vd, None, SplitSpec(), space, 0, "sqlite://")
+    old = {k: v for k, v in record.items() if k != "model"}
+    old["search_space"] = {k: v for k, v in record["search_space"].items() if k != "model"}
+    _check_resume(old, record, None, SplitSpec(), "old")  # the same ALS sweep: resumed
+    eased = _study_record(data, validation_data(data, ease, seed=0), None, SplitSpec(), ease, 0, "")
+    with pytest.raises(SpecMismatchError, match="old was created with model 'als', not 'ease'"):
+        _check_resume(old, eased, None, SplitSpec(), "old")

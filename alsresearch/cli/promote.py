@@ -20,17 +20,19 @@ from alsresearch.cli._options import (
 )
 from alsresearch.evaluate import DEFAULT_CONFIDENCE
 from alsresearch.limits import MAX_TOP_N
-from alsresearch.promote import DEFAULT_K, DEFAULT_MIN_LIFT, load_params, promote
+from alsresearch.promote import DEFAULT_K, DEFAULT_MIN_LIFT, load_model_params, promote
 
 
 def add_command(subparsers) -> None:
     p = subparsers.add_parser(
         "promote",
         formatter_class=HelpFormatter,
-        help="fit ALS with tuned parameters, gate it against popularity and the current "
-        "model on a held-out split, and write models/<name>.npz + model card",
+        help="fit a model (ALS, or the one --params names, e.g. EASE) with tuned parameters, "
+        "gate it against popularity and the current model on a held-out split, and write "
+        "models/<name>.npz + model card",
         description=(
-            "Fit ALS with the given parameters on the train part of the test split, evaluate "
+            "Fit the model --params names (ALS when it names none) with its parameters on the "
+            "train part of the test split, evaluate "
             "NDCG@k on the test part, and refuse (exit 1) unless the paired bootstrap interval "
             "of its per-user NDCG@k difference against popularity, and against the currently "
             "promoted model refitted on the same split, lies wholly above --min-lift (0: the "
@@ -45,8 +47,9 @@ def add_command(subparsers) -> None:
     p.add_argument(
         "--params",
         type=Path,
-        help='JSON file: ALS parameters, or tuning\'s best.json ({"params": {...}}); required '
-        "unless --recover",
+        help='JSON file: tuning\'s best.json ({"model": "ease", "params": {...}}; without '
+        '"model": ALS), or a JSON object of ALS parameters (no default: required unless '
+        "--recover)",
     )
     p.add_argument(
         "--recover",
@@ -103,7 +106,7 @@ def _promote_command(args: argparse.Namespace) -> int:
         return 0
     if args.params is None:
         raise ValueError("--params is required (unless --recover)")
-    params = load_params(args.params)  # checked before the data are read
+    model_type, params = load_model_params(args.params)  # checked before the data are read
     k = check_int(DEFAULT_K if args.k is None else args.k, "-k", low=1, high=MAX_TOP_N)
     confidence = DEFAULT_CONFIDENCE if args.confidence is None else args.confidence
     confidence = check_float(
@@ -120,7 +123,7 @@ def _promote_command(args: argparse.Namespace) -> int:
     if tuned:
         print(f"data params from {args.params}: {tuned}")
     result = promote(
-        params,
+        {"model": model_type, "params": params},
         source.load(),
         source=source,
         split=split,
@@ -132,7 +135,7 @@ def _promote_command(args: argparse.Namespace) -> int:
         min_lift=min_lift,
     )
     figure = f"ndcg@{k}"
-    print(f"candidate   {figure} = {result.metrics[figure]:.4f}")
+    print(f"candidate   {figure} = {result.metrics[figure]:.4f} ({model_type})")
     print(f"popularity  {figure} = {result.baseline_metrics[figure]:.4f}")
     if result.previous_metrics is not None:
         print(f"current     {figure} = {result.previous_metrics[figure]:.4f}")

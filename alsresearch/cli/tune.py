@@ -1,5 +1,6 @@
-"""``alsresearch tune``: sweep ALS hyperparameters with Optuna on the training part of the test
-split, scored on a validation split carved out of it (:func:`alsresearch.tuning.tune`)."""
+"""``alsresearch tune``: sweep a model's hyperparameters (ALS by default; the search space names
+the model, e.g. EASE) with Optuna on the training part of the test split, scored on a validation
+split carved out of it (:func:`alsresearch.tuning.tune`)."""
 
 from __future__ import annotations
 
@@ -22,17 +23,21 @@ from alsresearch.tuning import GRACE_BEATS, SearchSpace, default_study_name, tun
 def add_command(subparsers) -> None:
     p = subparsers.add_parser(
         "tune",
-        help="sweep ALS hyperparameters with Optuna (validation NDCG@10, test set untouched)",
+        help="sweep ALS (or EASE) hyperparameters with Optuna (validation NDCG@10, test set "
+        "untouched)",
         description=(
-            "Sweep ALS hyperparameters (search space: --space, default the package's "
-            "search_space.yaml) with a seeded TPE sampler and per-iteration median pruning. "
+            "Sweep the hyperparameters of the model the search space names (--space, default "
+            "the package's search_space.yaml, ALS; experiments/search_space_ease.yaml sweeps "
+            "EASE) with a seeded TPE sampler and, for ALS, per-iteration median pruning (an "
+            "EASE trial is one fit and one score). "
             "Trials fit on the training part of the test split (--split, --test-fraction, "
             "--split-seed) minus a validation split and are scored by NDCG@10 on that "
             "validation split; the test part is never looked at (use `alsresearch evaluate` "
             "with the same data and split options). Re-running the same command resumes the "
             "study until --trials trials are complete or pruned; a study made with other data "
             "or split options is refused. Writes trials.csv and best.json (for `alsresearch "
-            "train --params`) into --out; best.json records the data options and the split. "
+            "train --params` and `alsresearch promote --params`) into --out; best.json records "
+            "the model type, the data options and the split. "
             "A half_life param in the space (recency weighting) is searched when the data have "
             "timestamps: each trial recomputes the training counts in memory; best.json keeps "
             "the chosen one in data_params."
@@ -41,7 +46,9 @@ def add_command(subparsers) -> None:
     )
     add_data_options(p)
     p.add_argument("--trials", type=int, default=50, help="COMPLETE or PRUNED trials to reach")
-    p.add_argument("--seed", type=int, default=0, help="sampler, validation split and ALS seed")
+    p.add_argument(
+        "--seed", type=int, default=0, help="sampler, validation split and (ALS) model seed"
+    )
     p.add_argument(
         "--out", type=Path, help="output directory (default experiments/runs/tune-<study>)"
     )
@@ -49,9 +56,14 @@ def add_command(subparsers) -> None:
     p.add_argument(
         "--storage", help="Optuna storage URL or SQLite file (default experiments/<study>.db)"
     )
-    p.add_argument("--study", help="study name (default als-<data fingerprint>-s<seed>)")
     p.add_argument(
-        "--space", type=Path, help="search space YAML (default: the package's search_space.yaml)"
+        "--study", help="study name (default <model>-<data fingerprint>-s<seed>, e.g. als-...)"
+    )
+    p.add_argument(
+        "--space",
+        type=Path,
+        help="search space YAML (default: the package's search_space.yaml, ALS); its model: "
+        "key names the model swept",
     )
     add_split_options(p, fold_in=True)
     p.add_argument(
@@ -73,7 +85,7 @@ def _tune(args) -> int:
     space = SearchSpace.load(args.space)
     source, split = data_source(args), split_spec(args)
     data = source.load()
-    name = args.study or default_study_name(data, args.seed)
+    name = args.study or default_study_name(data, args.seed, space.model)
     result = tune(
         data,
         split=split,
@@ -90,8 +102,8 @@ def _tune(args) -> int:
     )
     if not result.beats_popularity:
         print(
-            "warning: no ALS configuration beat popularity on validation; consider more trials "
-            "or serving the popularity baseline",
+            f"warning: no {space.model} configuration beat popularity on validation; consider "
+            "more trials or serving the popularity baseline",
             file=sys.stderr,
         )
     return 0

@@ -1,7 +1,8 @@
-"""Hyperparameter sweeps of :class:`~alsresearch.als.ALSModel` with Optuna.
+"""Hyperparameter sweeps of a model (ALS by default, or any registered type the search space
+names, e.g. EASE) with Optuna.
 
 - :mod:`~alsresearch.tuning.space`: the search space as data (:class:`SearchSpace`, read from
-  YAML; the package ships a default);
+  YAML; the package ships the ALS default and an EASE space);
 - :mod:`~alsresearch.tuning.study`: the study runner (:func:`tune`): validation data carved out
   of the training part of the test split, storage, the worker loop, best.json and trials.csv.
 

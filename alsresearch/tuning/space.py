@@ -1,10 +1,16 @@
 """The search space of a sweep, as data: :class:`SearchSpace` and its :class:`Param` entries.
 
-A search space is a YAML file (the package ships ``resources/search_space.yaml``; the
-checkout's ``experiments/search_space.yaml`` is the copy users edit) holding the searched
-ALS hyperparameters, the defaults enqueued as trial 0, fixed arguments, the sampler's and
-pruner's settings and the validation protocol. It is checked once, when read: every error names
-the file and the field.
+A search space is a YAML file (the package ships ``resources/search_space.yaml`` for ALS and
+``resources/search_space_ease.yaml`` for EASE; the checkout's ``experiments/`` holds the copies
+users edit) naming the model it sweeps (``model:``, a type of
+:data:`alsresearch.base.MODEL_TYPES`, ``als`` when left out) and holding its searched
+hyperparameters, the defaults enqueued as trial 0, fixed arguments, the sampler's and pruner's
+settings and the validation protocol. It is checked once, when read, against the named model's
+constructor: every error names the file and the field.
+
+Models with iterations (their ``fit`` takes a per-iteration ``callback``: ALS) are scored every
+``validation.every`` iterations and pruned; the others (EASE, one closed-form fit) are fitted
+once and scored once, so their space has no ``pruner``.
 
 Conditional parameters. A param with ``when: {other: value}`` (or ``{other: [value, ...]}``,
 several entries all holding) is sampled only in trials where ``other`` took one of those values,
@@ -24,6 +30,7 @@ the data source already fixes a half-life.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,11 +41,25 @@ from alsresearch.data import parse_half_life
 from alsresearch.limits import MAX_ITERATIONS, MAX_TOP_N
 from alsresearch.yamlfile import read_yaml
 
-__all__ = ["DATA_PARAMS", "PARAM_KINDS", "VALIDATION_DEFAULTS", "Param", "SearchSpace"]
+__all__ = [
+    "DATA_PARAMS",
+    "DEFAULT_MODEL",
+    "PARAM_KINDS",
+    "SWEEP_ARGUMENTS",
+    "VALIDATION_DEFAULTS",
+    "Param",
+    "SearchSpace",
+    "model_arguments",
+]
 
 PARAM_KINDS = ("float", "int", "categorical")
-#: searched parameters that say how the data are weighted, not ALSModel arguments
+#: the model a space sweeps when it names none (every space before ``model:`` existed)
+DEFAULT_MODEL = "als"
+#: searched parameters that say how the data are weighted, not model arguments
 DATA_PARAMS = ("half_life",)
+#: model arguments the sweep sets itself, for the models that take them (the seed and the
+#: threads per worker), never the search space
+SWEEP_ARGUMENTS = ("random_state", "num_threads")
 #: the validation settings a search space file may leave out (``fraction``: the share of each
 #: user's *training* cells held out for validation; the test split is separate)
 VALIDATION_DEFAULTS = {"fraction": 0.2, "max_users": 5000, "every": 3, "k": 10}
@@ -163,21 +184,24 @@ def _check_data_param(name: str, spec: dict, kind: str, where: str) -> None:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The searched hyperparameters, the enqueued defaults and the sweep's settings.
+    """The swept model, its searched hyperparameters, the enqueued defaults and the settings.
 
     YAML layout (every section but ``params`` and ``defaults`` optional)::
 
+        model:        # a registered model type (alsresearch.base.MODEL_TYPES); default als
         params:       # name -> {type: float|int, low, high, log} or {type: categorical, choices}
                       #   optionally with when: {other param: value or [values]} (see above)
         defaults:     # one value per param: trial 0 of every study (where its conditions hold)
-        fixed:        # passed to ALSModel unchanged in every trial (e.g. solver: cg)
+        fixed:        # passed to the model unchanged in every trial (e.g. solver: cg)
         sampler:      # optuna.samplers.TPESampler keyword arguments (seed is set by tune)
-        pruner:       # optuna.pruners.MedianPruner keyword arguments
+        pruner:       # optuna.pruners.MedianPruner keyword arguments (models with iterations)
         validation:   # fraction (of each user's training cells), max_users, every, k
 
-    Param names are :class:`~alsresearch.als.ALSModel` keyword arguments, or
-    :data:`DATA_PARAMS`. ``defaults`` holds the ALSModel arguments' defaults (trial 0's model,
-    with ``fixed``) and ``data_defaults`` the data params'.
+    Param names are keyword arguments of the model's class (:class:`~alsresearch.als.ALSModel`
+    for ``als``, :class:`~alsresearch.baselines.EASEModel` for ``ease``), or
+    :data:`DATA_PARAMS`; :data:`SWEEP_ARGUMENTS` are set by the sweep. ``defaults`` holds the
+    model arguments' defaults (trial 0's model, with ``fixed``) and ``data_defaults`` the data
+    params'.
     """
 
     params: tuple[Param, ...]
@@ -188,6 +212,8 @@ class SearchSpace:
     validation: dict = field(default_factory=dict)
     source: str = "<dict>"
     data_defaults: dict = field(default_factory=dict)
+    model: str = DEFAULT_MODEL
+    """The swept model's type (:data:`alsresearch.base.MODEL_TYPES`)."""
 
     @classmethod
     def from_dict(cls, spec: Any, source: str = "<dict>") -> SearchSpace:
@@ -196,11 +222,12 @@ class SearchSpace:
             raise ValueError(
                 f"{source}: a search space must be a mapping, got {type(spec).__name__}"
             )
-        unknown = sorted(set(spec) - set(_SECTIONS))
+        unknown = sorted(set(spec) - {"model", *_SECTIONS})
         if unknown:
             raise ValueError(
-                f"{source}: unknown section(s) {unknown}; expected {sorted(_SECTIONS)}"
+                f"{source}: unknown section(s) {unknown}; expected {sorted(['model', *_SECTIONS])}"
             )
+        model = _model_type(spec.get("model", DEFAULT_MODEL), source)
         raw_params = spec.get("params")
         if not isinstance(raw_params, dict) or not raw_params:
             raise ValueError(f"{source}: 'params' must map at least one name to its range")
@@ -233,7 +260,12 @@ class SearchSpace:
                 f"{source}: fixed: {data_fixed} weigh the data, not the model; give a fixed "
                 "half-life with the data options (--half-life), or search it in params"
             )
-        _check_model_arguments(params, defaults, sections["fixed"], source)
+        _check_model_arguments(model, params, defaults, sections["fixed"], source)
+        if sections["pruner"] and not _has_iterations(model):
+            raise ValueError(
+                f"{source}: pruner: model {model!r} is fitted in one step (its fit reports no "
+                "iterations), so a trial has nothing to prune; leave the pruner section out"
+            )
         return cls(
             params=params,
             defaults={k: v for k, v in defaults.items() if k not in DATA_PARAMS},
@@ -243,6 +275,7 @@ class SearchSpace:
             validation=_validation(sections["validation"], source),
             source=source,
             data_defaults={k: v for k, v in defaults.items() if k in DATA_PARAMS},
+            model=model,
         )
 
     @classmethod
@@ -256,12 +289,18 @@ class SearchSpace:
         return f"ndcg@{self.validation['k']}"
 
     @property
+    def iterative(self) -> bool:
+        """Whether the model reports iterations while it fits (ALS): trials are then scored
+        every ``validation.every`` iterations and pruned; otherwise fitted once, scored once."""
+        return _has_iterations(self.model)
+
+    @property
     def data_params(self) -> tuple[str, ...]:
         """The searched :data:`DATA_PARAMS`."""
         return tuple(p.name for p in self.params if p.name in DATA_PARAMS)
 
     def sample(self, trial) -> tuple[dict[str, Any], dict[str, Any]]:
-        """One trial's ``(ALSModel keyword arguments, data params)``: the params sampled in
+        """One trial's ``(model keyword arguments, data params)``: the params sampled in
         file order, each only when its conditions hold, and the fixed arguments."""
         values: dict[str, Any] = {}
         for p in self.params:
@@ -271,7 +310,7 @@ class SearchSpace:
         return model, {k: v for k, v in values.items() if k in DATA_PARAMS}
 
     def suggest(self, trial) -> dict[str, Any]:
-        """ALSModel keyword arguments for one trial (:meth:`sample` without the data params)."""
+        """Model keyword arguments for one trial (:meth:`sample` without the data params)."""
         return self.sample(trial)[0]
 
     def trial_zero(self) -> dict[str, Any]:
@@ -297,6 +336,7 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         defaults = {**self.defaults, **self.data_defaults}
         return {
+            "model": self.model,
             "params": {p.name: p.to_dict() for p in self.params},
             "defaults": {p.name: defaults[p.name] for p in self.params},
             "fixed": self.fixed,
@@ -368,20 +408,62 @@ def _enabling(p: Param, by_name: dict[str, Param]) -> dict[str, Any] | None:
     }
 
 
-def _check_model_arguments(params: tuple[Param, ...], defaults: dict, fixed: dict, source: str):
-    """Every trial's arguments are valid for ALSModel, within :mod:`alsresearch.limits`: the
-    defaults with the fixed arguments, and each end of every range (and every choice), so a
-    range above a limit (``iterations`` up to 10**9, say) is refused when the file is read,
-    not in the middle of a sweep. A conditional param is checked with the values that turn it
-    on; data params are not model arguments (their choices are checked when read)."""
-    from alsresearch.als import ALSConfig  # numba: not on the import path of --help
+def model_arguments(model_type: str) -> tuple[str, ...]:
+    """The keyword arguments the constructor of ``model_type``'s class takes, by name."""
+    from alsresearch.base import model_class  # numba: not on the import path of --help
+
+    parameters = inspect.signature(model_class(model_type)).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in parameters if p.kind in kinds)
+
+
+def _has_iterations(model_type: str) -> bool:
+    """Whether ``model_type``'s ``fit`` takes a per-iteration ``callback``."""
+    from alsresearch.base import model_class
+
+    return "callback" in inspect.signature(model_class(model_type).fit).parameters
+
+
+def _model_type(value: Any, source: str) -> str:
+    from alsresearch.base import MODEL_TYPES
+
+    return check_choice(value, f"{source}: model", tuple(MODEL_TYPES))
+
+
+def _check_model_arguments(
+    model: str, params: tuple[Param, ...], defaults: dict, fixed: dict, source: str
+) -> None:
+    """Every trial's arguments are valid for the constructor of ``model``'s class, within
+    :mod:`alsresearch.limits`: each searched and fixed name is one of its arguments (and not
+    one the sweep sets, :data:`SWEEP_ARGUMENTS`); the defaults with the fixed arguments, and
+    each end of every range (and every choice), build a model, so a range above a limit
+    (``iterations`` up to 10**9, say) is refused when the file is read, not in the middle of a
+    sweep. A conditional param is checked with the values that turn it on; data params are not
+    model arguments (their choices are checked when read)."""
+    from alsresearch.base import model_class  # numba: not on the import path of --help
+
+    cls = model_class(model)
+    accepted = model_arguments(model)
+    named = [(f"params.{p.name}", p.name) for p in params if p.name not in DATA_PARAMS]
+    for where, name in [*named, *((f"fixed.{n}", n) for n in fixed)]:
+        if name in SWEEP_ARGUMENTS:
+            raise ValueError(
+                f"{source}: {where}: {name} is set by the sweep (random_state: its seed, "
+                "num_threads: from the workers), not by the search space"
+            )
+        if name not in accepted:
+            choices = [a for a in accepted if a not in SWEEP_ARGUMENTS]
+            raise ValueError(
+                f"{source}: {where}: {name!r} is not an argument of {cls.__name__} "
+                f"(model: {model}); its arguments are {choices}"
+            )
 
     def model_args(values: dict[str, Any]) -> dict[str, Any]:
         active = _active(params, values)
         return {**fixed, **{k: v for k, v in active.items() if k not in DATA_PARAMS}}
 
     try:
-        ALSConfig(**model_args(defaults))
+        cls(**model_args(defaults))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: defaults and fixed: {exc}") from exc
     by_name = {p.name: p for p in params}
@@ -391,7 +473,7 @@ def _check_model_arguments(params: tuple[Param, ...], defaults: dict, fixed: dic
         enabling = _enabling(p, by_name) or {}
         for value in p.choices if p.kind == "categorical" else (p.low, p.high):
             try:
-                ALSConfig(**model_args({**defaults, **enabling, p.name: value}))
+                cls(**model_args({**defaults, **enabling, p.name: value}))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{source}: params.{p.name}: {exc}") from exc
 

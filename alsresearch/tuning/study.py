@@ -1,4 +1,9 @@
-"""The study runner: a sweep of :class:`~alsresearch.als.ALSModel` hyperparameters with Optuna.
+"""The study runner: a sweep of one model's hyperparameters with Optuna.
+
+The search space names the model (:attr:`SearchSpace.model <alsresearch.tuning.SearchSpace>`:
+``als`` by default, or any registered type, e.g. ``ease``); every trial builds that model from
+its sampled arguments, passing the sweep's seed (``random_state``) and thread count
+(``num_threads``) only to a model whose constructor takes them.
 
 A sweep (:func:`tune`) drops the test part of the data with the test split
 (:class:`~alsresearch.split.SplitSpec`: random, temporal or leave-last, the same spec
@@ -9,25 +14,31 @@ never looked at.
 
 - Seeded TPE sampler; the search space's defaults are enqueued as trial 0, once per study (also
   when a study is resumed).
-- Per-iteration pruning: the fit callback reports the validation metric after every
-  ``validation.every`` iterations and a median pruner stops trials that trail the others.
+- Per-iteration pruning, for models with iterations (ALS: ``fit`` takes a ``callback``): the
+  callback reports the validation metric after every ``validation.every`` iterations (and the
+  last) and a median pruner stops trials that trail the others. A model without iterations
+  (EASE) is fitted once and scored once on the validation part; that score is the trial's value.
 - Storage: any Optuna RDB URL; by default a SQLite file ``experiments/<study>.db`` under
   :func:`alsresearch.paths.home`. Studies resume (``load_if_exists``); ``workers`` processes
   share one study. Finished trials are committed one by one, so a killed worker loses only its
   running trial, which the heartbeat marks failed after ``GRACE_BEATS * heartbeat`` seconds
   without a beat; the sweep then runs until exactly ``n_trials`` trials are COMPLETE or PRUNED.
-- A study records the data (its source spec, fingerprint and shape), the split, the seed and
-  the search space; resuming it with any of them changed is refused, naming what differs.
-- Exports ``trials.csv`` and ``best.json`` (best parameters, validation metric, the defaults'
-  and popularity's validation metric, study name, seed, data and split records, environment).
+- A study records the model type, the data (its source spec, fingerprint and shape), the split,
+  the seed and the search space; resuming it with any of them changed is refused, naming what
+  differs (studies made before the model type was recorded are ALS studies).
+- Exports ``trials.csv`` and ``best.json`` (the model type, best parameters, validation metric,
+  the defaults' and popularity's validation metric, study name, seed, data and split records,
+  environment).
 - Recency weighting (a ``half_life`` param, :data:`~alsresearch.tuning.space.DATA_PARAMS`): the
   study keeps the data with each cell's events in memory, and each trial recomputes the fit
   part's counts for its half-life (:meth:`~alsresearch.data.Interactions.decayed`, the reference
   time being the fit part's latest event, or the data's ``as_of``), so no trial rereads the
   events file and no validation or test event moves a training count. When the data have no
   timestamps, or the data source fixes a half-life, the param is dropped from the space with one
-  warning. best.json keeps ``params`` (ALSModel arguments, for ``alsresearch train --params``)
-  apart from ``data_params`` (the chosen ``half_life``, which ``train`` applies).
+  warning. best.json keeps ``model`` and ``params`` (the model's type and arguments, for
+  ``alsresearch train --params`` and ``promote``) apart from ``data_params`` (the chosen
+  ``half_life``, which ``train`` applies). EASE binarises its training counts, so a half-life
+  changes nothing for it.
 
 Optuna is an optional dependency (the ``notebooks`` extra): it is imported inside functions.
 """
@@ -53,7 +64,7 @@ from alsresearch.limits import MAX_HEARTBEAT, MAX_TRIALS, MAX_WORKERS
 from alsresearch.records import data_record
 from alsresearch.source import DataSource
 from alsresearch.split import SplitSpec, user_holdout, validation_split
-from alsresearch.tuning.space import DATA_PARAMS, SearchSpace
+from alsresearch.tuning.space import DATA_PARAMS, DEFAULT_MODEL, SearchSpace, model_arguments
 
 __all__ = [
     "GRACE_BEATS",
@@ -155,9 +166,10 @@ def _validation_score(model, vd: ValidationData) -> float:
 
 
 # ---------------------------------------------------------------------------------- storage
-def default_study_name(data: Interactions, seed: int) -> str:
-    """``als-<data fingerprint[:12]>-s<seed>``: the same data and seed resume the same study."""
-    return f"als-{data.fingerprint()[:12]}-s{seed}"
+def default_study_name(data: Interactions, seed: int, model: str = DEFAULT_MODEL) -> str:
+    """``<model>-<data fingerprint[:12]>-s<seed>`` (``als-...`` for ALS): the same model, data
+    and seed resume the same study."""
+    return f"{model}-{data.fingerprint()[:12]}-s{seed}"
 
 
 def storage_url(storage: str | Path | None, study_name: str) -> str:
@@ -215,8 +227,9 @@ def _study_record(
     url: str,
 ) -> dict[str, Any]:
     """What a study is made with, stored in its user attributes (JSON-ready) and copied into
-    best.json: the data, the split, the seed and the search space."""
+    best.json: the model type, the data, the split, the seed and the search space."""
     record = {
+        "model": space.model,
         "data": {**data_record(data, source), "fit_fingerprint": vd.fit.fingerprint()},
         "seed": seed,
         "metric": space.metric,
@@ -252,9 +265,10 @@ def _check_resume(
     split: SplitSpec,
     where: str,
 ) -> None:
-    """Refuse to resume a study made with another data source, split, data, seed or search
-    space, naming what differs. A study made from Interactions without a source spec (or
-    resumed without one) is compared by data fingerprint only."""
+    """Refuse to resume a study made with another model type, data source, split, data, seed or
+    search space, naming what differs. A study made from Interactions without a source spec (or
+    resumed without one) is compared by data fingerprint only; one made before the model type
+    was recorded swept ALS."""
     what = f"{where} was created with"
     hint = "; pick another study name (--study) or storage"
     try:
@@ -264,12 +278,16 @@ def _check_resume(
     except SpecMismatchError as exc:
         raise SpecMismatchError(f"{exc}{hint}") from None
     for name, before, now in (
+        ("model", attrs.get("model", DEFAULT_MODEL), record["model"]),
         ("data", attrs["data"].get("fingerprint"), record["data"]["fingerprint"]),
         ("seed", attrs.get("seed"), record["seed"]),
     ):
         if before != now:
             raise SpecMismatchError(f"{what} {name} {before!r}, not {now!r}{hint}")
-    if attrs.get("search_space") != record["search_space"]:
+    before = attrs.get("search_space")
+    if isinstance(before, dict):  # spaces recorded before ``model:`` existed swept ALS
+        before = {"model": DEFAULT_MODEL, **before}
+    if before != record["search_space"]:
         raise SpecMismatchError(f"{what} another search space{hint}")
 
 
@@ -302,45 +320,31 @@ class _Objective:
     def _run(self, trial) -> float:
         import optuna
 
-        from alsresearch.als import ALSModel
-
         params, data_params = self.space.sample(trial)
-        model = ALSModel(**params, random_state=self.seed, num_threads=self.num_threads)
+        model = self._model(params)
         vd = self.vd
         if "half_life" in data_params:  # the fit part's counts, recomputed from its own events
-            half_life = data_params["half_life"]
-            if vd.fold_in is None:
-                vd = replace(vd, fit=vd.fit.decayed(half_life, as_of=vd.fit.as_of))
-            else:  # the held-out users' histories weigh the same way, from the same time
-                ref = vd.fit.as_of
-                if ref is None:
-                    ref = max(int(p.events.times.max()) for p in (vd.fit, vd.fold_in)
-                              if p.events is not None and p.events.n_events)  # fmt: skip
-                vd = replace(
-                    vd,
-                    fit=vd.fit.decayed(half_life, as_of=ref),
-                    fold_in=vd.fold_in.decayed(half_life, as_of=ref),
-                )
-        last = {"value": math.nan, "pruned": False}
-        n_iter = model.config.iterations
-
-        def callback(iteration: int, m) -> bool:
-            if iteration % vd.every and iteration != n_iter:
-                return False
-            value = _validation_score(m, vd)
-            last["value"] = value
-            trial.report(value, iteration)
-            if trial.should_prune():
-                last["pruned"] = True
-                return True
-            return False
-
+            vd = _decayed(vd, data_params["half_life"])
         start = time.perf_counter()
-        model.fit(vd.fit, callback=callback)
+        if self.space.iterative:
+            value, pruned = _fit_and_prune(model, vd, trial)
+        else:  # one closed-form fit, one score: nothing to prune
+            value, pruned = _validation_score(model.fit(vd.fit), vd), False
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
-        if last["pruned"]:
+        if pruned:
             raise optuna.TrialPruned()
-        return last["value"]
+        return value
+
+    def _model(self, params: dict[str, Any]):
+        """The space's model with a trial's arguments, and the sweep's seed and threads for a
+        model that takes them."""
+        from alsresearch.base import model_class
+
+        takes = model_arguments(self.space.model)
+        sweep = {"random_state": self.seed, "num_threads": self.num_threads}
+        return model_class(self.space.model)(
+            **params, **{k: v for k, v in sweep.items() if k in takes}
+        )
 
     def _check_quota(self, trial) -> None:
         """Trials are numbered atomically by the storage: when ``n_trials`` trials numbered
@@ -361,6 +365,46 @@ class _Objective:
             )
 
 
+def _decayed(vd: ValidationData, half_life) -> ValidationData:
+    """The validation data with the fit part's counts recomputed from its own events for
+    ``half_life`` (:meth:`~alsresearch.data.Interactions.decayed`); under the fold-in protocol
+    the held-out users' histories weigh the same way, from the same time."""
+    if vd.fold_in is None:
+        return replace(vd, fit=vd.fit.decayed(half_life, as_of=vd.fit.as_of))
+    ref = vd.fit.as_of
+    if ref is None:
+        ref = max(int(p.events.times.max()) for p in (vd.fit, vd.fold_in)
+                  if p.events is not None and p.events.n_events)  # fmt: skip
+    return replace(
+        vd,
+        fit=vd.fit.decayed(half_life, as_of=ref),
+        fold_in=vd.fold_in.decayed(half_life, as_of=ref),
+    )
+
+
+def _fit_and_prune(model, vd: ValidationData, trial) -> tuple[float, bool]:
+    """Fit a model with iterations, scoring it on the validation part after every
+    ``vd.every`` iterations and after the last, reporting each score to the trial and stopping
+    the fit when the pruner says so: ``(the last score, whether the trial was pruned)``."""
+    last = {"value": math.nan, "iteration": 0, "scored": -1, "pruned": False}
+
+    def score(iteration: int, m) -> bool:
+        value = _validation_score(m, vd)
+        last.update(value=value, scored=iteration)
+        trial.report(value, iteration)
+        last["pruned"] = trial.should_prune()
+        return last["pruned"]
+
+    def callback(iteration: int, m) -> bool:
+        last["iteration"] = iteration
+        return iteration % vd.every == 0 and score(iteration, m)
+
+    model.fit(vd.fit, callback=callback)
+    if last["scored"] != last["iteration"]:  # the last iteration was between two scores
+        score(last["iteration"], model)
+    return last["value"], last["pruned"]
+
+
 _CAUGHT = (_Surplus, ValueError, FloatingPointError, ArithmeticError, np.linalg.LinAlgError)
 
 
@@ -375,6 +419,8 @@ def _sampler(space: SearchSpace, seed: int):
 def _pruner(space: SearchSpace):
     import optuna
 
+    if not space.iterative:  # nothing is reported before a trial's one score
+        return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(**space.pruner)
 
 
@@ -479,6 +525,8 @@ class TuneResult:
     trials_csv: Path | None
     data_params: dict = field(default_factory=dict)
     """The best trial's searched data params (``half_life``), kept out of ``best_params``."""
+    model: str = DEFAULT_MODEL
+    """The swept model's type: ``best_params`` are its class's arguments."""
 
     @property
     def beats_popularity(self) -> bool:
@@ -496,11 +544,16 @@ def export_results(study, out_dir: str | Path | None, extra: dict | None = None)
     best = study.best_trial
     defaults = [t for t in complete if t.user_attrs.get("role") == "defaults"]
     fixed = attrs.get("fixed", {})
+    model_type = attrs.get("model", DEFAULT_MODEL)  # studies before model types: ALS
     model_params = {k: v for k, v in best.params.items() if k not in DATA_PARAMS}
+    # the seed every trial's model was built with, for a model that takes one
+    seed = (
+        {"random_state": attrs.get("seed")} if "random_state" in model_arguments(model_type) else {}
+    )
     result = TuneResult(
         study_name=study.study_name,
         storage=attrs.get("storage", ""),
-        best_params={**fixed, **model_params, "random_state": attrs.get("seed")},
+        best_params={**fixed, **model_params, **seed},
         best_value=float(best.value),
         best_trial=best.number,
         defaults_value=float(defaults[0].value) if defaults else None,
@@ -509,6 +562,7 @@ def export_results(study, out_dir: str | Path | None, extra: dict | None = None)
         best_json=None,
         trials_csv=None,
         data_params={k: v for k, v in best.params.items() if k in DATA_PARAMS},
+        model=model_type,
     )
     if out_dir is None:
         return result
@@ -523,6 +577,7 @@ def export_results(study, out_dir: str | Path | None, extra: dict | None = None)
         "storage": result.storage,
         "seed": attrs.get("seed"),
         "metric": metric,
+        "model": result.model,
         "params": result.best_params,
         **({"data_params": result.data_params} if result.data_params else {}),
         "best_trial": result.best_trial,
@@ -601,17 +656,19 @@ def tune(
     ``data`` is the whole data set; the test part of ``split`` is dropped before anything else
     (:func:`validation_data`). ``source`` is the spec ``data`` was read with (None when the
     caller built the Interactions itself); it is recorded, with ``split``, in the study and in
-    best.json. The study name defaults to :func:`default_study_name`, so the same data and seed
-    resume the same study; a study created with another data source, split, data, seed or
-    search space is refused (:class:`~alsresearch.errors.SpecMismatchError` naming what
-    differs). ``space`` is a :class:`SearchSpace`, a YAML path, or None for the package's
-    default. ``workers > 1`` starts that many processes (each fitting with
-    ``cpu_count // workers`` threads). ``heartbeat`` is Optuna's heartbeat interval in seconds:
-    a trial whose worker died is marked FAIL after ``GRACE_BEATS * heartbeat`` seconds and its
-    slot is run again. More than ``max_failures`` failed trials (default ``n_trials``) stop the
-    sweep with :class:`TuneFailedError` naming the last error (so does a sweep with no COMPLETE
-    trial). Ctrl-C (KeyboardInterrupt) leaves the study readable: the running trial is marked
-    FAIL (and ``interrupted``, not counted as a failure on resume), nothing is exported. With ``out_dir``, trials.csv and best.json are written there.
+    best.json. The study name defaults to :func:`default_study_name`, so the same model, data
+    and seed resume the same study; a study created with another model type, data source,
+    split, data, seed or search space is refused (:class:`~alsresearch.errors.SpecMismatchError`
+    naming what differs). ``space`` is a :class:`SearchSpace` (its ``model`` says which model
+    every trial fits), a YAML path, or None for the package's default (ALS). ``workers > 1``
+    starts that many processes (each fitting with ``cpu_count // workers`` threads).
+    ``heartbeat`` is Optuna's heartbeat interval in seconds: a trial whose worker died is marked
+    FAIL after ``GRACE_BEATS * heartbeat`` seconds and its slot is run again. More than
+    ``max_failures`` failed trials (default ``n_trials``) stop the sweep with
+    :class:`TuneFailedError` naming the last error (so does a sweep with no COMPLETE trial). Ctrl-C
+    (KeyboardInterrupt) leaves the study readable: the running trial is marked FAIL (and
+    ``interrupted``, not counted as a failure on resume), nothing is exported. With ``out_dir``,
+    trials.csv and best.json are written there.
     """
     import optuna
 
@@ -625,7 +682,7 @@ def tune(
     if not isinstance(space, SearchSpace):
         space = SearchSpace.load(space)
     space = _space_for_data(space, data)
-    study_name = study_name or default_study_name(data, seed)
+    study_name = study_name or default_study_name(data, seed, space.model)
     url = storage_url(storage, study_name)
     vd = validation_data(data, space, seed=seed, split=split)
     record = _study_record(data, vd, source, split, space, seed, url)
@@ -689,7 +746,7 @@ def tune(
         print(
             f"best trial {result.best_trial}: {space.metric} {result.best_value:.4f} on validation "
             f"(defaults {result.defaults_value}, popularity {result.popularity_value:.4f}): "
-            f"ALS {verdict} popularity; params {result.best_params}"
+            f"{result.model} {verdict} popularity; params {result.best_params}"
             + (f", data params {result.data_params}" if result.data_params else ""),
             flush=True,
         )
