@@ -11,7 +11,13 @@ from alsresearch.source import DataSource
 from alsresearch.split import SplitSpec
 from tests.layout import NOTEBOOKS
 
-NAMES = ["01_explore_data", "02_train_evaluate", "03_sweep_alpha_factors", "04_promote_export"]
+NAMES = [
+    "01_explore_data",
+    "02_train_evaluate",
+    "03_sweep_alpha_factors",
+    "04_promote_export",
+    "05_daily_retrain",
+]
 #: the notebooks that hold out a test split
 SPLITTING = {"02_train_evaluate", "03_sweep_alpha_factors", "04_promote_export"}
 
