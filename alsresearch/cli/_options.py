@@ -73,7 +73,10 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         "data", "where the interactions come from (default: the shipped MovieLens ml-latest-small)"
     )
     group.add_argument(
-        "--events", type=Path, help="events file (CSV, TSV or Parquet), one row per event"
+        "--events",
+        type=Path,
+        help="events file (CSV, TSV or Parquet), one row per event (default: the shipped "
+        "MovieLens ml-latest-small)",
     )
     group.add_argument(
         "--format",
@@ -87,7 +90,10 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--weight-col", help="numeric weight column of --events (default: every event counts 1)"
     )
-    group.add_argument("--event-col", help="event type column of --events (view, click, ...)")
+    group.add_argument(
+        "--event-col",
+        help="event type column of --events (view, click, ...; default: none, one type)",
+    )
     group.add_argument(
         "--event-weights",
         metavar="TYPE=W,...",
@@ -96,7 +102,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--timestamp-col",
-        help="timestamp column of --events (Unix seconds or date text); needed by --split temporal",
+        help="timestamp column of --events (Unix seconds or date text); needed by --split "
+        "temporal and --half-life (default: none)",
     )
     group.add_argument(
         "--data-errors",

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from alsresearch import datasets
+from alsresearch.cli._options import HelpFormatter
 
 
 def add_command(subparsers) -> None:
@@ -16,6 +17,7 @@ def add_command(subparsers) -> None:
         "(with RetailRocket, fetched by hand)",
         description=datasets.download.__doc__.split("\n\n")[0]
         + " Without a name, list the data sets and where each comes from.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "name",
@@ -28,7 +30,9 @@ def add_command(subparsers) -> None:
         help="cache directory (default: $ALSRESEARCH_CACHE, else $XDG_CACHE_HOME/alsresearch, "
         "else ~/.cache/alsresearch)",
     )
-    parser.add_argument("--base-url", help="mirror to fetch the archive from")
+    parser.add_argument(
+        "--base-url", help="mirror to fetch the archive from (default: the publisher's site)"
+    )
     parser.set_defaults(func=_download, cache_dir=None)
 
 

@@ -34,7 +34,11 @@ def add_command(subparsers) -> None:
     add_data_options(p)
     p.add_argument("--model", type=Path, required=True, help="model file from `alsresearch train`")
     p.add_argument("--k", type=int, default=10, help="list length of the metrics")
-    p.add_argument("--out", type=Path, help="also write the figures to this folder's results.json")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="also write the figures to this folder's results.json (default: print only)",
+    )
     add_split_options(p, fold_in=True)
     p.set_defaults(func=_evaluate)
 

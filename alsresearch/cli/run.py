@@ -32,7 +32,7 @@ def add_command(subparsers) -> None:
         action="append",
         metavar="NAME=VALUE",
         help="override a notebook parameter in every run that has it (VALUE parsed as YAML); "
-        "repeatable",
+        "repeatable (default: the experiment file's values)",
     )
     p.set_defaults(func=_run)
 

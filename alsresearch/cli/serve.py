@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from alsresearch import paths
+from alsresearch.cli._options import HelpFormatter
 from alsresearch.errors import ModelFileError
 from alsresearch.limits import MAX_BODY_BYTES
 from alsresearch.serve import DEFAULT_WATCH_INTERVAL
@@ -18,25 +19,31 @@ def add_command(subparsers) -> None:
         help="serve a promoted model over HTTP (FastAPI + uvicorn)",
         description="Load a promoted model once and answer recommendation requests over HTTP. "
         "OpenAPI docs at /docs.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", type=Path, default=default_model, help=f"default: {default_model}")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
+    p.add_argument("--model", type=Path, default=default_model, help="promoted model file")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info"],
+        help="log lines at this level and above",
+    )
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.add_argument(
         "--threads",
         type=int,
         default=1,
-        help="BLAS and kernel threads per scoring call (default 1: requests are small, and "
-        "on a busy machine multi-threaded kernels wait for their threads). 0 keeps the "
-        "libraries' defaults (all cores).",
+        help="BLAS and kernel threads per scoring call (1 by default: requests are small, and "
+        "on a busy machine multi-threaded kernels wait for their threads); 0 keeps the "
+        "libraries' defaults (all cores)",
     )
     p.add_argument(
         "--max-body-bytes",
         type=int,
         default=MAX_BODY_BYTES,
-        help=f"refuse (413) a request body over this many bytes (default {MAX_BODY_BYTES}, 1 MiB)",
+        help="refuse (413) a request body over this many bytes (1 MiB)",
     )
     p.add_argument(
         "--watch",
@@ -49,7 +56,7 @@ def add_command(subparsers) -> None:
         "--watch-interval",
         type=float,
         default=DEFAULT_WATCH_INTERVAL,
-        help=f"seconds between two checks under --watch (default {DEFAULT_WATCH_INTERVAL:g})",
+        help="seconds between two checks under --watch",
     )
     p.add_argument(
         "--allow-updates",
