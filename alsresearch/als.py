@@ -68,6 +68,7 @@ _SCREEN_MIN_SCORES = 1 << 27
 Solver = Literal["cholesky", "cg"]
 Scaling = Literal["raw", "log"]
 Confidence = Literal["hkv", "linear"]
+Initialization = Literal["normal", "uniform"]
 RegularizationScaling = Literal["none", "count", "frequency"]
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -119,12 +120,21 @@ class ALSConfig:
     the figures). Choose ``"cholesky"`` when exact sweeps matter (it never increases the
     loss)."""
 
-    cg_steps: int = 4
+    cg_steps: int = 3
     """Conjugate-gradient steps per row and half-sweep (``solver="cg"`` only), warm-started:
     user rows with at least k/2 cells take ``cg_steps``, shorter user rows and every item row
     one fewer (at least one; a row of n cells never takes more than n + 1, which solve it
-    exactly). 4 by default: implicit's 3 on every row lag the exact solver measurably in loss
-    after 15 iterations on heavy-tailed counts; k steps would be exact in exact arithmetic."""
+    exactly). 3 by default: from the ``"normal"`` initialization they end 15 iterations below
+    implicit's CG loss (which takes 3 on every row from its uniform start) on every data
+    shape benchmarks/bench_als.py reports; k steps would be exact in exact arithmetic."""
+
+    initialization: Initialization = "normal"
+    """The initial factors, from ``random_state``. ``"normal"``: independent normal entries
+    with variance 1/k (rows of norm about 1, in every direction), so the first half-sweeps see
+    factors that span all k dimensions; ``"uniform"``: uniform in [0, 0.01), implicit's start
+    (rows nearly parallel and tiny, which the first iterations spend undoing: on the benchmarks'
+    data it ends 15 iterations 3-5% higher in loss; :mod:`alsresearch.compat.implicit` uses it
+    to match implicit exactly)."""
 
     confidence: Confidence = "hkv"
     """``"hkv"``: ``c_ui = 1 + alpha * r_ui`` on observed cells (the paper's), 1 elsewhere.
@@ -143,7 +153,7 @@ class ALSConfig:
     loss is always accumulated in float64."""
 
     random_state: int | None = None
-    """Seed of the initial factors (uniform in [0, 0.01), like implicit). Same seed and data give
+    """Seed of the initial factors (see ``initialization``). Same seed and data give
     the same factors for any ``num_threads``: every row is solved independently in a fixed order
     of operations, and BLAS is limited to one thread during fit. ``None`` draws a fresh seed."""
 
@@ -185,6 +195,7 @@ class ALSConfig:
         check_choice(self.solver, "solver", ("cholesky", "cg"))
         check_choice(self.scaling, "scaling", ("raw", "log"))
         check_choice(self.confidence, "confidence", ("hkv", "linear"))
+        check_choice(self.initialization, "initialization", ("normal", "uniform"))
         if self.confidence == "linear" and self.alpha == 0:
             raise ValueError(
                 "confidence='linear' needs alpha > 0 (c = alpha * r would give observed cells "
@@ -342,6 +353,14 @@ def objective(
     return _loss_from_parts(_gram(U), _gram(V), float(observed), penalty)
 
 
+def initial_factors(rng: np.random.Generator, n: int, k: int, dtype, how: str) -> np.ndarray:
+    """``n x k`` starting factors (see ``ALSConfig.initialization``), drawn from ``rng``."""
+    dtype = np.dtype(dtype)
+    if how == "uniform":
+        return rng.random((n, k), dtype=dtype) * dtype.type(0.01)
+    return (rng.standard_normal((n, k)) / np.sqrt(k)).astype(dtype)
+
+
 def _copy_matched(source: np.ndarray, index, ids: np.ndarray, out: np.ndarray) -> int:
     """Copy into ``out`` the rows of ``source`` whose id (``index(ids)``) is among ``ids``;
     returns how many."""
@@ -443,7 +462,8 @@ class ALSModel(Recommender):
         regularization_scaling: RegularizationScaling = "none",
         regularization_exponent: float = 1.0,
         solver: Solver = "cg",
-        cg_steps: int = 4,
+        cg_steps: int = 3,
+        initialization: Initialization = "normal",
         confidence: Confidence = "hkv",
         scaling: Scaling = "raw",
         dtype: Any = np.float32,
@@ -459,6 +479,7 @@ class ALSModel(Recommender):
             regularization_exponent=regularization_exponent,
             solver=solver,
             cg_steps=cg_steps,
+            initialization=initialization,
             confidence=confidence,
             scaling=scaling,
             dtype=dtype,
@@ -520,8 +541,8 @@ class ALSModel(Recommender):
         }
         costs = {id(side): side.cost(k, schedules[id(side)]) for side in (users, items)}
         rng = np.random.default_rng(cfg.random_state)
-        self.user_factors = rng.random((data.n_users, k), dtype=dtype) * dtype.type(0.01)
-        self.item_factors = rng.random((data.n_items, k), dtype=dtype) * dtype.type(0.01)
+        self.user_factors = initial_factors(rng, data.n_users, k, dtype, cfg.initialization)
+        self.item_factors = initial_factors(rng, data.n_items, k, dtype, cfg.initialization)
         self.warm_start = None
         if init is not None:
             self.warm_start = {

@@ -63,6 +63,7 @@ def score_chunk(n_items: int) -> int:
     their scores would pass ``SCORE_CHUNK_BYTES``."""
     return max(1, min(SCORE_CHUNK, SCORE_CHUNK_BYTES // (12 * max(n_items, 1))))
 
+
 #: model_type -> "module:Class"; load_model dispatches on the type stored in the file.
 MODEL_TYPES = {
     "als": "alsresearch.als:ALSModel",

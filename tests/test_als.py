@@ -252,8 +252,8 @@ def test_cholesky_iterations_are_exact_alternating_solves(counts):
     """Two iterations of the model equal two alternating reference half-sweeps."""
     model = ALSModel(factors=6, iterations=1, solver="cholesky", dtype="float64", random_state=5)
     rng = np.random.default_rng(5)
-    rng.random((counts.shape[0], 6))  # the model draws the user factors first, then the items
-    Y0 = rng.random((counts.shape[1], 6)) * 0.01
+    rng.standard_normal((counts.shape[0], 6))  # the model draws users first, then items
+    Y0 = rng.standard_normal((counts.shape[1], 6)) / np.sqrt(6)  # variance 1/k
     model.fit(counts)
     X1 = solve_rows(counts, Y0, ALPHA, LAM)
     Y1 = solve_rows(counts.T, X1, ALPHA, LAM)
@@ -263,16 +263,17 @@ def test_cholesky_iterations_are_exact_alternating_solves(counts):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_cg_final_loss_is_close_to_cholesky(rng, dtype):
-    # a less tiny problem so that three CG steps have something to approximate, with counts
-    # mostly 1 and a geometric tail, as in event logs. (Uniform counts 1..9 make confidences up
-    # to 361 and systems ill-conditioned enough that 3 warm-started steps lag ~1% at 15
-    # iterations; more cg_steps or iterations close the gap.)
+    # a less tiny problem so that CG steps have something to approximate, with counts mostly 1
+    # and a geometric tail, as in event logs. The default schedule (3 steps on long user rows,
+    # 2 on the rest) ends 1.2% above the exact solver here after 15 iterations; 4 steps 0.3%.
     counts = varied_counts(rng, n_users=400, n_items=150, k_max=40)
     counts.data = rng.geometric(0.6, size=counts.nnz).astype(np.float64)
     kw = {"factors": 16, "iterations": 15, "dtype": dtype, "random_state": 11}
     exact = ALSModel(solver="cholesky", **kw).fit(counts).loss_history[-1]
-    cg = ALSModel(solver="cg", cg_steps=3, **kw).fit(counts).loss_history[-1]
-    assert abs(cg - exact) / exact < 0.01
+    cg = ALSModel(solver="cg", **kw).fit(counts).loss_history[-1]
+    more = ALSModel(solver="cg", cg_steps=4, **kw).fit(counts).loss_history[-1]
+    assert 0 <= (cg - exact) / exact < 0.02
+    assert 0 <= (more - exact) / exact < 0.005
 
 
 def test_same_seed_same_factors_and_threads_do_not_matter(counts):

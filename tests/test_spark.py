@@ -80,8 +80,14 @@ def spark_model(spark, split):
 
 @pytest.fixture(scope="module")
 def als_model(split):
+    """ALSModel on the same objective, from implicit's uniform start: from its default normal
+    start it reaches the same loss (138,235 against 138,260 here) but another optimum, whose
+    NDCG@10 is 3-4% lower on this setting (0.252-0.255 over seeds 0-4, against 0.260-0.265
+    from the uniform start and Spark's 0.265): equal objectives, not equal rankings."""
     train, _ = split
-    return ALSModel(**PARAMS, regularization_scaling="count", solver="cholesky").fit(train)
+    return ALSModel(
+        **PARAMS, regularization_scaling="count", solver="cholesky", initialization="uniform"
+    ).fit(train)
 
 
 def _run(code: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

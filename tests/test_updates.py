@@ -40,8 +40,8 @@ def test_warm_start_is_the_alternating_solve_from_the_previous_factors(data):
     model = exact(iterations=1).fit(data, init=old)
     assert model.warm_start == {"users": 60, "items": 40}
     rng = np.random.default_rng(7)  # the model's draw: users, then items
-    rng.random((80, K))
-    Y0 = rng.random((50, K)) * 0.01
+    rng.standard_normal((80, K))
+    Y0 = rng.standard_normal((50, K)) / np.sqrt(K)
     Y0[:40] = old.item_factors
     X1 = solve_rows(data.matrix, Y0, ALPHA, LAM)
     Y1 = solve_rows(data.matrix.T, X1, ALPHA, LAM)

@@ -20,7 +20,7 @@ implicit                  ALSModel
                           default ``"hkv"`` weighs observed cells ``1 + alpha * r``)
 ``regularization``        ``regularization`` (must be > 0 here, see below)
 ``use_cg``                ``solver="cg"`` (True) or ``"cholesky"`` (False)
-``cg_steps`` attribute    ``cg_steps`` (ALSModel's default 4 and its schedule, not
+``cg_steps`` attribute    ``cg_steps`` (default 4 with ALSModel's schedule, not
                           implicit's 3 on every row: a lower loss at a lower cost)
 ``factors``,              the same names
 ``iterations``,
@@ -107,6 +107,11 @@ _MIN_NORM = 1e-10
 
 class ParameterWarning(Warning):
     """A call was given an input it had to convert (implicit's ``ParameterWarning``)."""
+
+
+#: CG steps of the compat class (ALSModel's schedule): from implicit's uniform start, 4 end
+#: below implicit's CG loss, where ALSModel's default 3 assumes its normal start
+CG_STEPS = 4
 
 
 class _Engine(ALSModel):
@@ -248,7 +253,9 @@ class AlternatingLeastSquares:
         numpy arrays ``(n_users, factors)`` and ``(n_items, factors)`` after ``fit`` (None
         before). Assigning them (both, with the same number of columns) replaces the model's.
     cg_steps:
-        CG steps per row and half-sweep, ALSModel's (default 4; see ALSConfig.cg_steps).
+        CG steps per row and half-sweep with ALSModel's schedule (see ALSConfig.cg_steps);
+        default :data:`CG_STEPS`, one more than ALSModel's, because the compat class starts from
+        implicit's uniform factors, which need it to end below implicit's CG loss.
     fit_callback:
         implicit's older way to give ``fit`` a callback (used when ``callback`` is None).
     """
@@ -276,7 +283,7 @@ class AlternatingLeastSquares:
         self.calculate_training_loss = calculate_training_loss
         self.num_threads = num_threads
         self.random_state = random_state
-        self.cg_steps = ALSConfig.cg_steps
+        self.cg_steps = CG_STEPS
         self.fit_callback: Callable | None = None
         self._model: _Engine | None = None
         self._pending: dict[str, np.ndarray] = {}  # one of the factors, assigned alone
@@ -310,6 +317,7 @@ class AlternatingLeastSquares:
             "regularization": self.regularization,
             "solver": "cg" if self.use_cg else "cholesky",
             "cg_steps": self.cg_steps,
+            "initialization": "uniform",  # implicit's start: the same seed, the same factors
             "confidence": "linear",
             "dtype": self.dtype,
             "random_state": seed,
