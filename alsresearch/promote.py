@@ -36,8 +36,18 @@ reason then says what differed). Cards written before these records existed are 
 their parameters and fingerprint only.
 
 Promotion is deterministic: for a model that takes a seed (ALS), parameters without a
-``random_state`` get ``random_state = split.seed``, recorded in the card; EASE has no
-randomness.
+``random_state`` get the one default seed of every command, :data:`alsresearch.seeds.DEFAULT_SEED`
+(not the split's seed: the split and the model draw from separate seeds), recorded in the card
+(``"seed"``); ``"random_state": null`` in the parameters asks for an unseeded fit, which the card
+states (``"unseeded": true``). EASE has no randomness.
+
+Warm start (``init``, ``alsresearch promote --init``): the served model, refitted on all the
+data, starts from the factors of a fitted ALS model file (:meth:`alsresearch.als.ALSModel.fit`
+``init``; users and items matched by external id). The gate's fit does not: a model promoted
+earlier was fitted on all the data, this split's test cells included, so a candidate started
+from it would have seen them, and the gate would flatter it. The gate measures the parameters
+from the usual random start; the card's ``"init"`` records the file (path, sha256, model type)
+and the rows the served fit matched.
 
 The model card (``<name>.json``) records the model type (``"model_type"``), the parameters, the
 metrics with the split that measured them (``"split"``: the split spec, the data fingerprint and the
@@ -60,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from alsresearch.artefact import CARD_VERSION, named_artefact, read_card, recover, write_artefact
-from alsresearch.base import MODEL_TYPES, Recommender, model_class
+from alsresearch.base import MODEL_TYPES, Recommender, load_model, model_class
 from alsresearch.baselines import PopularityModel
 from alsresearch.checks import check_bool, check_choice, check_float, check_int
 from alsresearch.data import coerce_interactions
@@ -78,12 +88,13 @@ from alsresearch.evaluate import (
 from alsresearch.files import to_jsonable
 from alsresearch.limits import MAX_TOP_N
 from alsresearch.provenance import environment_record, utc_now
-from alsresearch.records import data_record, training_record
+from alsresearch.records import data_record, init_record, training_record
+from alsresearch.seeds import resolve_seed, seed_record
 from alsresearch.source import DataSource
 from alsresearch.split import SPLIT_KINDS, SplitParts, SplitSpec
 from alsresearch.tuning.space import DEFAULT_MODEL
 
-__all__ = ["PromotionResult", "load_model_params", "load_params", "promote"]
+__all__ = ["PromotionResult", "load_init", "load_model_params", "load_params", "promote"]
 
 
 #: the cut-off of the gating NDCG unless the caller says otherwise
@@ -180,6 +191,42 @@ def load_params(params: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     return args
 
 
+def load_init(path: str | Path, model: Recommender, what: str = "init") -> tuple[Any, dict]:
+    """The fitted model a warm start of ``model`` (unfitted) begins from, read from the model
+    file ``path``, and its :func:`~alsresearch.records.init_record` (sha256 of the file as
+    read). Errors name ``what`` (e.g. ``"--init"``) and the file: a missing or unreadable file,
+    a model that cannot warm-start (EASE, Spark), a file that is not an ALS model, factors or
+    dtype that differ from ``model``'s."""
+    if "init" not in inspect.signature(model.fit).parameters:
+        raise ValueError(
+            f"{what} has no effect: a {type(model).__name__} ({model.model_type!r}) fit cannot "
+            "start from another model's factors (only ALSModel warm-starts)"
+        )
+    from alsresearch.als import ALSModel
+
+    path = Path(path)
+    try:
+        previous = load_model(path)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{what}: {exc}") from exc
+    except ValueError as exc:  # ModelFileError
+        raise ValueError(f"{what}: {exc}") from exc
+    record = init_record(path, previous.model_type)
+    if not isinstance(previous, ALSModel):
+        raise ValueError(
+            f"{what} {path}: a {previous.model_type!r} model file; a warm start needs an ALS "
+            "model file (its user and item factors)"
+        )
+    mine = (model.config.factors, model.config.dtype)
+    theirs = (previous.config.factors, previous.config.dtype)
+    if mine != theirs:  # fit(init=...) refuses it too; here before any data are read
+        raise ValueError(
+            f"{what} {path}: the model has factors={theirs[0]}, dtype={theirs[1]!r}; the "
+            f"parameters give factors={mine[0]}, dtype={mine[1]!r}: a warm start needs both equal"
+        )
+    return previous, record
+
+
 # ---------------------------------------------------------------------- the gate
 def _fit_and_evaluate(
     model: Recommender, parts: SplitParts, k: int
@@ -271,6 +318,7 @@ def promote(
     confidence: float = DEFAULT_CONFIDENCE,
     min_lift: float = DEFAULT_MIN_LIFT,
     n_boot: int = DEFAULT_N_BOOT,
+    init: str | Path | None = None,
 ) -> PromotionResult:
     """Fit a model with ``params``, gate it against popularity and the current model, write it.
 
@@ -284,7 +332,8 @@ def promote(
     ``confidence`` (in (0, 1)), ``min_lift`` (>= 0) and ``n_boot``: the gate passes a
     comparison when the lower bound of the ``confidence`` paired bootstrap interval of the
     candidate's per-user NDCG@k minus the other model's (``n_boot`` resamples, seed 0) is
-    above ``min_lift``.
+    above ``min_lift``. ``init``: an ALS model file the candidate warm-starts from (see the
+    module docstring; :func:`load_init` says what is refused).
 
     Returns a :class:`PromotionResult`; ``promoted`` is False (nothing written) when either
     comparison fails and ``force`` is False. Raises
@@ -314,9 +363,10 @@ def promote(
             "with, and the fallback served beside every promoted model"
         )
     model_cls = model_class(model_type)
-    takes_seed = "random_state" in inspect.signature(model_cls).parameters
-    if takes_seed and config.get("random_state") is None:
-        config["random_state"] = split.seed
+    config = resolve_seed(model_type, config)
+    init_model, init_info = (None, None)
+    if init is not None:
+        init_model, init_info = load_init(init, model_cls(**config))
     data = coerce_interactions(data)
     target = named_artefact(name, models_dir)
     figure = f"ndcg@{k}"
@@ -357,7 +407,7 @@ def promote(
     train, test = parts.train, parts.test
     require_test_users(test, f"the promotion gate's test split ({split})")
     candidate = model_cls(**config)
-    metrics, candidate_result = _fit_and_evaluate(candidate, parts, k)
+    metrics, candidate_result = _fit_and_evaluate(candidate, parts, k)  # cold: no test leak
     config = candidate.get_config()  # complete, normalised (e.g. dtype as a name)
     baseline, baseline_result = _fit_and_evaluate(PopularityModel(), parts, k)
     evaluations = {model_type: candidate_result, "popularity": baseline_result}
@@ -405,11 +455,22 @@ def promote(
         beaten = " and ".join(_interval_text(label, what, d) for what, d in compared.values())
         reason = "; ".join([f"promoted: {beaten}: every interval is above {above}", *notes])
 
-    training = training_record(source, split, part="all")
-    served = model_cls(**config).fit(data)
+    served = model_cls(**config)
+    if init_model is None:
+        served.fit(data)
+    else:
+        served.fit(data, init=init_model)
+    if init_info is not None:
+        init_info = {
+            **init_info,
+            "warm_start": served.warm_start,
+            "note": "the served fit started from this model; the gate's fit started cold (a "
+            "model fitted on all the data has seen the gate's test cells)",
+        }
+    training = training_record(source, split, part="all", model=served, init=init_info)
     fallback = PopularityModel().fit(data)
     served.training = training
-    fallback.training = training
+    fallback.training = training_record(source, split, part="all")
     data_entry = data_record(data, source)
     split_entry = {
         **split.to_dict(),
@@ -425,6 +486,8 @@ def promote(
         "name": name,
         "model_type": served.model_type,
         "params": config,
+        **({"seed": seed_record(config["random_state"])} if "random_state" in config else {}),
+        "init": init_info,
         "served_model": {
             "trained_on": "all data",
             "note": "the metrics were measured by the same parameters fitted on the train "

@@ -10,8 +10,9 @@ package versions, threads). Every notebook's last cell writes one; the runner
 writes one.
 
 A model's ``training`` record (:func:`training_record`) says which data source, split and part
-it was fitted on; :func:`check_training` refuses to score it on data read another way or on
-another split, naming what differs.
+it was fitted on, its seed (:mod:`alsresearch.seeds`) and, for a warm start, the model file it
+started from (:func:`init_record`); :func:`check_training` refuses to score it on data read
+another way or on another split, naming what differs.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import numpy as np
 
 from alsresearch import files, provenance
 from alsresearch.data import Interactions
+from alsresearch.seeds import UNSET, seed_record
 from alsresearch.source import DataSource
 from alsresearch.split import SplitSpec
 
 __all__ = [
     "RESULTS_FILE",
     "check_training",
+    "init_record",
     "read_results",
     "training_record",
     "upper_case_parameters",
@@ -81,7 +84,7 @@ def write_results(
     source: DataSource | None = None,
     split: SplitSpec | None = None,
     train: Interactions | None = None,
-    seed: int | None = None,
+    seed: int | None = UNSET,
     durations: dict | None = None,
     extra: dict | None = None,
 ) -> Path:
@@ -91,6 +94,9 @@ def write_results(
     fingerprint and shape with ``source``, the spec it was read with (``"data"``); ``split`` is
     the split's spec (``"split"``) and ``train`` the part a model was fitted on, by fingerprint
     and shape (``"train"``), so the record names exactly the counts a model saw.
+
+    ``seed`` is the run's model seed (``"seed"``); given as None it states an unseeded run
+    (``"seed": null, "unseeded": true``); leave it out where no seed applies (``"seed": null``).
     """
     for name, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
@@ -101,7 +107,8 @@ def write_results(
         "data": None if data is None and source is None else data_record(data, source),
         "split": None if split is None else split.to_dict(),
         "train": None if train is None else shape_record(train),
-        "seed": seed,
+        "seed": None if seed is UNSET else seed,
+        **({} if seed is UNSET or seed is not None else {"unseeded": True}),
         "durations": durations or {},
         **(extra or {}),
         "created": provenance.utc_now(),
@@ -121,16 +128,45 @@ def read_results(path: str | Path) -> dict:
 
 
 def training_record(
-    source: DataSource | None, split: SplitSpec, part: str | None = None
+    source: DataSource | None,
+    split: SplitSpec,
+    part: str | None = None,
+    *,
+    model=None,
+    init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a model was trained on, for ``model.training``: the data spec (None when the
     caller built the Interactions itself), the split, and the part: by default ``"train"``
     (``split.apply(data)[0]``), or ``"all"`` when the split holds nothing out; a promoted
-    model is refitted on all the data after its split was scored (``part="all"``)."""
-    return {
+    model is refitted on all the data after its split was scored (``part="all"``).
+
+    ``model``: the fitted model; for one that takes a seed, its ``random_state`` and whether
+    it was unseeded (:func:`~alsresearch.seeds.seed_record`). ``init``: for a warm start, the
+    model file it started from (:func:`init_record`)."""
+    record = {
         "data": None if source is None else source.to_dict(),
         "split": split.to_dict(),
         "part": part or ("train" if split.holds_out else "all"),
+    }
+    config = {} if model is None else model.get_config()
+    if "random_state" in config:
+        record.update(seed_record(config["random_state"]))
+    if init is not None:
+        record["init"] = init
+    return record
+
+
+def init_record(
+    path: str | Path, model_type: str, warm_start: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Which model file a warm start began from: its path, sha256 (of the file as it is now:
+    call this when the file is loaded, before a promotion may replace it), model type, and the
+    rows matched by id (``model.warm_start``, set after the fit)."""
+    return {
+        "path": str(path),
+        "sha256": files.file_digest(path),
+        "model_type": model_type,
+        "warm_start": warm_start,
     }
 
 

@@ -90,7 +90,8 @@ def test_train_then_evaluate_against_popularity(tmp_path, events, capsys):
     assert record["train"]["fingerprint"] == train.fingerprint()
     assert record["data"]["source"]["weight_col"] == "plays"
     assert record["split"] == spec.to_dict()
-    assert record["parameters"] == {"model": str(model), "k": 10}
+    assert record["parameters"] == {"model": str(model), "k": 10, "backend": "local"}
+    assert record["seed"] == 0 and "unseeded" not in record  # the model's seed
 
 
 def test_typed_events_with_a_temporal_split_end_to_end(tmp_path, params, capsys):

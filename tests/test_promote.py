@@ -30,6 +30,7 @@ from alsresearch.datasets import synthetic_events
 from alsresearch.errors import SpecMismatchError
 from alsresearch.evaluate import evaluate, paired_difference
 from alsresearch.promote import load_model_params, load_params, promote
+from alsresearch.seeds import DEFAULT_SEED
 from alsresearch.source import DataSource
 from alsresearch.split import SplitSpec, random_holdout, temporal_holdout, user_holdout
 from tests.artefact_helpers import NAMES, kill_write, snapshot
@@ -161,7 +162,7 @@ def test_changed_data_is_said_and_still_compared_on_one_split(current, movielens
     assert "different data" in result.reason and "current model" in result.reason
     # GOOD's parameters were refitted on the changed data's split, not read from the old card
     train, test = random_holdout(changed, 0.2, 42)
-    refit = ALSModel(**{**GOOD, "random_state": 42}).fit(train)
+    refit = ALSModel(**{**GOOD, "random_state": DEFAULT_SEED}).fit(train)
     expected = evaluate(refit, train, test, k=10).metrics["ndcg@10"]
     assert result.previous_metrics["ndcg@10"] == pytest.approx(expected, rel=1e-9)
 
@@ -192,7 +193,11 @@ def test_card_records_what_was_measured_and_what_is_served(promoted_good, moviel
     card = json.loads((root / "als_baseline.json").read_text())
     assert card == result.card
     assert card["name"] == "als_baseline" and card["model_type"] == "als"
-    assert card["params"] == ALSModel(**GOOD, random_state=42).config.to_dict()
+    # the one default seed, not the split's (42)
+    assert card["params"] == ALSModel(**GOOD, random_state=DEFAULT_SEED).config.to_dict()
+    assert card["seed"] == {"random_state": DEFAULT_SEED, "unseeded": False}
+    assert card["init"] is None
+    assert load_model(root / "als_baseline.npz").training["random_state"] == DEFAULT_SEED
     assert card["split"]["kind"] == "random"
     assert card["split"]["test_fraction"] == 0.2 and card["split"]["seed"] == 42
     assert card["split"]["fingerprint"] == card["data"]["fingerprint"]
@@ -239,8 +244,10 @@ def test_served_model_is_refitted_on_all_the_data(promoted_good, movielens):
     np.testing.assert_array_equal(model.user_ids, movielens.user_ids)
     np.testing.assert_array_equal(model.item_ids, movielens.item_ids)
     assert (model.seen != (movielens.matrix > 0)).nnz == 0  # every interaction, test part too
-    assert model.training == {"data": None, "split": SplitSpec().to_dict(), "part": "all"}
+    seed = {"random_state": DEFAULT_SEED, "unseeded": False}
+    assert model.training == {"data": None, "split": SplitSpec().to_dict(), "part": "all", **seed}
     fallback = load_model(root / "als_baseline.popularity.npz")
+    assert fallback.training == {"data": None, "split": SplitSpec().to_dict(), "part": "all"}
     users_per_item = np.asarray((movielens.matrix > 0).sum(axis=0)).ravel()
     np.testing.assert_array_equal(fallback.popularity, users_per_item)
 
@@ -260,8 +267,9 @@ def test_a_temporal_split_of_typed_events_is_recorded(tmp_path, typed_events):
     assert (card["split"]["train_cells"], card["split"]["test_cells"]) == (train.nnz, test.nnz)
     assert card["split"]["fingerprint"] == data.fingerprint()
     expected = {"data": source.to_dict(), "split": split.to_dict(), "part": "all"}
-    assert card["served_model"]["training"] == expected
-    assert load_model(result.model_path).training == expected
+    seed = {"random_state": DEFAULT_SEED, "unseeded": False}
+    assert card["served_model"]["training"] == {**expected, **seed}
+    assert load_model(result.model_path).training == {**expected, **seed}
     assert load_model(result.popularity_path).training == expected
 
 
@@ -303,7 +311,7 @@ def test_a_card_from_before_the_records_is_compared_as_before(current, movielens
     card["split"]["kind"] = "random_holdout"
     card["card_version"] = 1
     card_path.write_text(json.dumps(card))
-    params = {**GOOD, "random_state": 42}  # the card's, though the split seed is 7
+    params = {**GOOD, "random_state": DEFAULT_SEED}  # the card's, though the split seed is 7
     result = promote(params, movielens, split=SplitSpec(seed=7), models_dir=models)
     assert not result.promoted  # the same parameters: no gain over the current model
     assert "does not exclude 0" in result.reason
@@ -477,7 +485,8 @@ def test_promote_command_with_the_fold_in_protocol_and_gate_options(tmp_path, ca
     for bad, named in (
         (["--confidence", "1.5"], "--confidence"),
         (["--min-lift", "-1"], "--min-lift"),
-        (["--holdout-users", "1.5"], "holdout_users"),
+        (["--protocol", "fold_in", "--holdout-users", "1.5"], "holdout_users"),
+        (["--holdout-users", "10"], "--holdout-users has no effect without --protocol fold_in"),
         (["--protocol", "fold_in", "--split", "temporal"], "split kind must be 'random'"),
     ):
         assert main(["promote", "--params", str(params), *models, *bad]) == 1
@@ -551,7 +560,7 @@ def test_ease_from_a_best_json_is_gated_and_promoted(tmp_path, popular):
     again = promote(GOOD, popular, models_dir=tmp_path / "models", force=True)
     assert again.previous_metrics["ndcg@10"] == pytest.approx(measured.metrics["ndcg@10"])
     assert read_card(again.card_path)["model_type"] == "als"
-    assert read_card(again.card_path)["params"]["random_state"] == SplitSpec().seed
+    assert read_card(again.card_path)["params"]["random_state"] == DEFAULT_SEED
 
 
 def test_popularity_cannot_be_the_candidate(tmp_path, popular):

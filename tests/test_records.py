@@ -128,3 +128,35 @@ def test_check_training_names_what_differs(tmp_path):
         records.check_training(recorded, other_weights, split, "m.npz: the model was trained on")
     with pytest.raises(SpecMismatchError, match=r"kind 'temporal' there, 'random' here"):
         records.check_training(recorded, source, SplitSpec(), "m.npz: the model was trained on")
+
+
+def test_training_record_states_the_seed_and_the_init(tmp_path, small_interactions):
+    from alsresearch.als import ALSModel
+    from alsresearch.baselines import PopularityModel
+    from alsresearch.files import file_digest
+
+    seeded = ALSModel(factors=2, iterations=1, random_state=3)
+    record = records.training_record(None, SplitSpec(), model=seeded)
+    assert (record["random_state"], record["unseeded"]) == (3, False)
+    unseeded = records.training_record(None, SplitSpec(), model=ALSModel(factors=2))
+    assert (unseeded["random_state"], unseeded["unseeded"]) == (None, True)
+    # a model without a seed states none
+    assert "unseeded" not in records.training_record(None, SplitSpec(), model=PopularityModel())
+    path = seeded.fit(small_interactions).save(tmp_path / "m.npz")
+    init = records.init_record(path, "als")
+    assert init == {
+        "path": str(path),
+        "sha256": file_digest(path),
+        "model_type": "als",
+        "warm_start": None,
+    }
+    assert records.training_record(None, SplitSpec(), init=init)["init"] == init
+
+
+def test_write_results_states_an_unseeded_run(tmp_path):
+    no_seed = records.read_results(records.write_results(tmp_path / "a", params={}, metrics={}))
+    assert no_seed["seed"] is None and "unseeded" not in no_seed  # no seed applies
+    seeded = records.write_results(tmp_path / "b", params={}, metrics={}, seed=0)
+    assert records.read_results(seeded)["seed"] == 0
+    unseeded = records.write_results(tmp_path / "c", params={}, metrics={}, seed=None)
+    assert records.read_results(unseeded)["unseeded"] is True

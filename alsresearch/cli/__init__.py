@@ -7,6 +7,10 @@ paths), calls one library function, prints what it did and returns an exit code.
 never sees an ``argparse.Namespace``. Heavy optional dependencies (optuna, papermill, fastapi)
 are imported inside ``func``, so ``alsresearch --help`` works with the core install.
 
+``main`` records the options the user gave (``args.given``: dest -> flag, whatever their value),
+so that a command can refuse an option that has no effect in the given combination
+(:func:`alsresearch.cli._options.check_options`): nothing given is silently ignored.
+
 Exit codes: 0 done; 1 an error with one line on stderr (a bad value, a missing file, or no
 result: nothing left to evaluate, every tuning trial failed); 2 bad usage (argparse); 130
 interrupted (Ctrl-C), with one line and no traceback. Outputs are written atomically
@@ -19,6 +23,7 @@ import argparse
 import importlib
 import sys
 
+from alsresearch.cli._options import given_dests
 from alsresearch.errors import NoResultError, SetupError
 
 __all__ = ["COMMANDS", "EXIT_INTERRUPTED", "build_parser", "command_module", "main"]
@@ -56,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         command = f"alsresearch {args.command}"
+        args.given = given_dests(build_parser(), sys.argv[1:] if argv is None else argv)
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, NoResultError, SetupError) as exc:
         print(f"{command}: error: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from alsresearch import datasets
-from alsresearch.cli._options import HelpFormatter
+from alsresearch.cli._options import HelpFormatter, check_options
 
 
 def add_command(subparsers) -> None:
@@ -37,6 +37,18 @@ def add_command(subparsers) -> None:
 
 
 def _download(args) -> int:
+    check_options(
+        args,
+        {
+            "base_url": (
+                lambda a: (
+                    None
+                    if a.name is not None
+                    else "has no effect without a data set NAME (nothing is fetched)"
+                ),
+            )
+        },
+    )
     if args.name is None:
         _list(args.cache_dir or datasets.default_cache_dir())
         return 0

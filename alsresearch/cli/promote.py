@@ -13,9 +13,11 @@ from alsresearch.checks import check_float, check_int
 from alsresearch.cli._options import (
     HelpFormatter,
     add_data_options,
+    add_seed_option,
     add_split_options,
+    check_options,
     data_source,
-    given_options,
+    model_seed,
     split_spec,
 )
 from alsresearch.evaluate import DEFAULT_CONFIDENCE
@@ -39,7 +41,10 @@ def add_command(subparsers) -> None:
             "gain must be more than noise), or when the current model was read or split "
             "another way, unless --force. A promoted model is refitted on all the data and "
             "written with its model card (which records the intervals) and popularity "
-            "fallback; the previous files are kept in models/archive/."
+            "fallback; the previous files are kept in models/archive/. The model seed is "
+            "--seed, else the parameters' random_state, else the one default seed; --init "
+            "warm-starts the candidate (both the gate's fit and the served one) from an ALS "
+            "model file, which the card records (path, sha256, rows matched)."
         ),
     )
     add_data_options(p)
@@ -50,6 +55,15 @@ def add_command(subparsers) -> None:
         help='JSON file: tuning\'s best.json ({"model": "ease", "params": {...}}; without '
         '"model": ALS), or a JSON object of ALS parameters (no default: required unless '
         "--recover)",
+    )
+    add_seed_option(p)
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="MODEL_FILE",
+        help="warm start: an ALS model file (e.g. models/als_baseline.npz) whose factors the "
+        "users and items it shares with the data start from; same factors and dtype "
+        "(default: none, random initial factors)",
     )
     p.add_argument(
         "--recover",
@@ -86,27 +100,36 @@ def add_command(subparsers) -> None:
     p.set_defaults(func=_promote_command)
 
 
-def _promote_command(args: argparse.Namespace) -> int:
+def _not_with_recover(args: argparse.Namespace) -> str | None:
     if args.recover:
-        own = {
-            "--params": args.params,
-            "-k": args.k,
-            "--confidence": args.confidence,
-            "--min-lift": args.min_lift,
-            "--force": args.force or None,
-        }
-        stray = [*given_options(args), *(flag for flag, value in own.items() if value is not None)]
-        if stray:
-            raise ValueError(
-                f"--recover only undoes an interrupted promotion; {', '.join(stray)} cannot "
-                "apply with it"
-            )
+        return "has no effect with --recover (it only undoes an interrupted promotion)"
+    return None
+
+
+#: with --recover, every option but --name and --models-dir has no effect
+_RECOVER_ONLY = ("recover", "name", "models_dir")
+
+
+def _promote_command(args: argparse.Namespace) -> int:
+    check_options(
+        args,
+        {dest: (_not_with_recover,) for dest in vars(args) if dest not in _RECOVER_ONLY},
+    )
+    if args.recover:
         restored = recover(named_artefact(args.name, args.models_dir).model)
         print(f"restored {', '.join(map(str, restored))}" if restored else "nothing to recover")
         return 0
     if args.params is None:
         raise ValueError("--params is required (unless --recover)")
+    from alsresearch.seeds import resolve_seed
+
     model_type, params = load_model_params(args.params)  # checked before the data are read
+    params = resolve_seed(model_type, params, model_seed(args))
+    if args.init is not None:  # its errors name --init here; promote() reads it again
+        from alsresearch.base import model_class
+        from alsresearch.promote import load_init
+
+        load_init(args.init, model_class(model_type)(**params), "--init")
     k = check_int(DEFAULT_K if args.k is None else args.k, "-k", low=1, high=MAX_TOP_N)
     confidence = DEFAULT_CONFIDENCE if args.confidence is None else args.confidence
     confidence = check_float(
@@ -133,6 +156,7 @@ def _promote_command(args: argparse.Namespace) -> int:
         k=k,
         confidence=confidence,
         min_lift=min_lift,
+        init=args.init,
     )
     figure = f"ndcg@{k}"
     print(f"candidate   {figure} = {result.metrics[figure]:.4f} ({model_type})")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from alsresearch import paths
-from alsresearch.cli._options import HelpFormatter
+from alsresearch.cli._options import HelpFormatter, check_options
 from alsresearch.errors import ModelFileError
 from alsresearch.limits import MAX_BODY_BYTES
 from alsresearch.serve import DEFAULT_WATCH_INTERVAL
@@ -68,6 +68,10 @@ def add_command(subparsers) -> None:
 
 
 def _serve(args) -> int:
+    check_options(
+        args,
+        {"watch_interval": (lambda a: None if a.watch else "has no effect without --watch",)},
+    )
     try:
         import uvicorn  # noqa: F401
 
