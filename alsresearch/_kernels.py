@@ -298,10 +298,22 @@ def rotated_sweep(
     if basis is None:
         return -1
     Q, QT, evals = basis
-    rows_times(Y, Q, Yr, threads)
-    lam_rows = np.asarray(lam_rows, dtype=Y.dtype)
+    lam = np.asarray(lam_rows, dtype=np.float64)
+    if len(lam) and np.all(lam == lam[0]):
+        # one lambda for every row: its whitening D^{-1/2} goes into the BLAS products (no
+        # per-row scaling in the kernel, which then gets an empty lam_rows)
+        d = evals.astype(np.float64) + lam[0]
+        scale = 1 / np.sqrt(d)
+        rows_times(Y, (Q * scale).astype(Y.dtype), Yr, threads)
+        into = (Q * np.sqrt(d)).astype(Y.dtype)
+        back = np.ascontiguousarray(scale[:, None] * QT).astype(Y.dtype)
+        lam_rows = np.zeros(0, dtype=Y.dtype)
+    else:
+        rows_times(Y, Q, Yr, threads)
+        into, back = Q, QT
+        lam_rows = lam.astype(Y.dtype)
     args = (indptr, indices, w, Yr, X, loss_part, *extra, block, evals, lam_rows)
-    return rotated_rows(kernel, args, X, Q, QT, block, units, threads)
+    return rotated_rows(kernel, args, X, into, back, block, units, threads)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -461,7 +473,8 @@ def cg_rows(
     """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` in the rotated basis: ``Yr`` the
     rotated other side, ``Z`` the rotated rows ``Q^T x`` (updated in place; see
     :func:`rotated_rows`), ``evals`` the eigenvalues of the other side's Gram matrix and
-    ``lam_rows`` each row's lambda. Step ``j`` (from 0) is taken by the rows with at least
+    ``lam_rows`` each row's lambda (empty: one lambda for all rows, already whitened in ``Yr``
+    and ``Z`` by :func:`rotated_sweep`'s BLAS products). Step ``j`` (from 0) is taken by the rows with at least
     ``step_cells[j]`` cells (a row with n cells takes as many steps as there are entries at
     most n, and at most n + 1 steps, which solve it). Every row's result is independent
     of the others and of ``block`` (rows per scratch allocation). Returns 0."""
@@ -470,6 +483,7 @@ def cg_rows(
     want_loss = len(loss_part) > 0
     tiny = 1e-20
     sc = np.empty(k, dtype=Yr.dtype)
+    per_row = len(lam_rows) > 0  # else one lambda, whitened in the BLAS products
     for blk in range(n_blocks):
         lo = row_lo + blk * block
         hi = min(row_hi, lo + block)
@@ -485,12 +499,15 @@ def cg_rows(
             p0 = indptr[u]
             nu = indptr[u + 1] - p0
             Yu = Yu_buf[:nu]
-            _row_scale(evals, lam_rows[u], sc, k)
-            _gather_scaled(indptr, indices, Yr, u, sc, Yu)
             wu = w[p0 : p0 + nu]
             z = Z[u]
-            for a in range(k):  # rotated -> this row's whitened basis
-                z[a] /= sc[a]
+            if per_row:
+                _row_scale(evals, lam_rows[u], sc, k)
+                _gather_scaled(indptr, indices, Yr, u, sc, Yu)
+                for a in range(k):  # rotated -> this row's whitened basis
+                    z[a] /= sc[a]
+            else:  # already whitened by the BLAS products (one lambda)
+                _gather(indptr, indices, Yr, u, Yu)
             # residual r = b - A z = sum_i (1 + w_i - w_i s_i) z_i - z, with s = Y_u z
             _rows_dot(Yu, z, sd, k)
             for q in range(nu):
@@ -536,8 +553,9 @@ def cg_rows(
                     d[a] = r[a] + beta * d[a]
                     dd += d[a] * d[a]
                 rs = rs_new
-            for a in range(k):  # and back
-                z[a] *= sc[a]
+            if per_row:
+                for a in range(k):  # and back
+                    z[a] *= sc[a]
             if want_loss:
                 acc = 0.0
                 for q in range(nu):
@@ -571,6 +589,7 @@ def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, evals, lam_rows, row
     definite."""
     k = Yr.shape[1]
     sc = np.empty(k, dtype=Yr.dtype)
+    per_row = len(lam_rows) > 0  # else one lambda, whitened in the BLAS products
     n_blocks = (row_hi - row_lo + block - 1) // block
     failed = 0
     want_loss = len(loss_part) > 0
@@ -583,12 +602,16 @@ def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, evals, lam_rows, row
         t = np.empty(mk, dtype=Yr.dtype)
         for u in range(lo, hi):
             p0 = indptr[u]
-            _row_scale(evals, lam_rows[u], sc, k)
-            nu = _gather_scaled(indptr, indices, Yr, u, sc, Yu)
+            if per_row:
+                _row_scale(evals, lam_rows[u], sc, k)
+                nu = _gather_scaled(indptr, indices, Yr, u, sc, Yu)
+            else:
+                nu = _gather(indptr, indices, Yr, u, Yu)
             wu = w[p0 : p0 + nu]
             z = Z[u]
-            for a in range(k):  # rotated -> this row's whitened basis
-                z[a] /= sc[a]
+            if per_row:
+                for a in range(k):  # rotated -> this row's whitened basis
+                    z[a] /= sc[a]
             if not (nu < k and _push_through(Yu[:nu], wu, nu, K, t, z, k)):
                 _cell_system(Yu, wu, nu, Yw, A, b, k)
                 for a in range(k):
@@ -600,8 +623,9 @@ def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, evals, lam_rows, row
                     failed += 1
             if want_loss:
                 loss_part[u] = _gathered_loss(Yu, wu, nu, z, k)
-            for a in range(k):  # and back
-                z[a] *= sc[a]
+            if per_row:
+                for a in range(k):  # and back
+                    z[a] *= sc[a]
     return failed
 
 
