@@ -19,8 +19,8 @@ from alsresearch.cli import main  # noqa: E402
 from alsresearch.data import Interactions  # noqa: E402
 from alsresearch.datasets import synthetic, synthetic_events  # noqa: E402
 from alsresearch.split import SplitSpec  # noqa: E402
-from alsresearch.tuning import SearchSpace, validation_data  # noqa: E402
-from tests.tuning_helpers import SMALL, open_study, write_space  # noqa: E402
+from alsresearch.tuning import SearchSpace, load_study, validation_data  # noqa: E402
+from tests.tuning_helpers import SMALL, write_space  # noqa: E402
 
 WEIGHTS = {"view": 1.0, "purchase": 5.0}
 
@@ -116,9 +116,12 @@ def test_tune_refuses_another_split_on_resume(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_killed_worker_loses_no_finished_trial(tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_killed_worker_loses_no_finished_trial(tmp_path, kind):
     """SIGKILL a worker mid-trial: every finished trial survives, the killed one is failed
-    once its heartbeat is stale, and the resumed sweep ends with the requested count."""
+    once its heartbeat is stale and run once more, and the resumed sweep ends with the
+    requested count; on a SQLite file and on a journal file (whose heartbeats alsresearch
+    records itself: Optuna's journal storage has none)."""
     events = tmp_path / "events.csv"
     # big enough that a trial takes a while, so the worker is caught inside one
     synthetic(2000, 500, 80_000, seed=1).to_frame().to_csv(events, index=False)
@@ -128,7 +131,9 @@ def test_killed_worker_loses_no_finished_trial(tmp_path):
         "defaults": {**SMALL["defaults"], "iterations": 15},
     }
     space_file = write_space(tmp_path / "space.yaml", slow)
-    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    url = (
+        f"sqlite:///{tmp_path / 'kill.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'j.log'}"
+    )
     command = [
         sys.executable,
         "-m",
@@ -159,12 +164,15 @@ def test_killed_worker_loses_no_finished_trial(tmp_path):
         caught = None
         while time.monotonic() < deadline and worker.poll() is None:
             try:
-                trials = open_study(url, "kill").get_trials()
+                trials = load_study(url, "kill").get_trials()
             except Exception:  # the study or its tables do not exist yet
                 time.sleep(0.05)
                 continue
             states = [t.state.name for t in trials]
-            if states.count("COMPLETE") >= 1 and "RUNNING" in states:
+            # inside a trial: its parameters drawn (and so its configuration retried as it is)
+            if states.count("COMPLETE") >= 1 and any(
+                t.state.name == "RUNNING" and t.params for t in trials
+            ):
                 os.kill(worker.pid, signal.SIGKILL)
                 caught = trials
                 break
@@ -177,21 +185,26 @@ def test_killed_worker_loses_no_finished_trial(tmp_path):
     assert worker.returncode == -signal.SIGKILL
     done_before = {
         t.number: (t.state.name, t.params, t.value)
-        for t in open_study(url, "kill").get_trials()
+        for t in load_study(url, "kill").get_trials()
         if t.state.name in ("COMPLETE", "PRUNED")
     }
-    killed = [t.number for t in open_study(url, "kill").get_trials() if t.state.name == "RUNNING"]
+    killed = [t.number for t in load_study(url, "kill").get_trials() if t.state.name == "RUNNING"]
     assert len(killed) == 1 and done_before
 
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    study = open_study(url, "kill")
+    study = load_study(url, "kill")
     trials = study.get_trials()
     assert len([t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]) == 8
     after = {t.number: (t.state.name, t.params, t.value) for t in trials}
     for number, record in done_before.items():
         assert after[number] == record
     assert after[killed[0]][0] == "FAIL"
+    # the killed trial's configuration was run once more
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0]]
+    # (with every parameter the killed trial had drawn; it may have died halfway through them)
+    assert after[killed[0]][1].items() <= retry.params.items()
+    assert retry.state.name in ("COMPLETE", "PRUNED")
     assert sum(t.user_attrs.get("role") == "defaults" for t in trials) == 1
     best = json.loads((tmp_path / "out" / "best.json").read_text())
     assert best["trials"]["FAIL"] == 1

@@ -29,8 +29,8 @@ def test_environment_installs_the_project_with_every_extra():
         "environment.yml must install pyproject.toml, nothing else"
     )
     extras = _pyproject()["project"]["optional-dependencies"]
-    assert extras["all"] == ["alsresearch[notebooks,serve,dev,spark]"]
-    assert set(extras) == {"notebooks", "serve", "dev", "spark", "all"}
+    assert extras["all"] == ["alsresearch[notebooks,serve,dev,spark,postgres]"]
+    assert set(extras) == {"notebooks", "serve", "dev", "spark", "postgres", "all"}
 
 
 def test_environment_python_satisfies_requires_python():

@@ -20,7 +20,13 @@ from alsresearch.errors import SpecMismatchError  # noqa: E402
 from alsresearch.evaluate import evaluate  # noqa: E402
 from alsresearch.source import DataSource  # noqa: E402
 from alsresearch.split import SplitSpec, random_holdout, temporal_holdout  # noqa: E402
-from alsresearch.tuning import SearchSpace, TuneFailedError, tune, validation_data  # noqa: E402
+from alsresearch.tuning import (  # noqa: E402
+    SearchSpace,
+    TuneFailedError,
+    load_study,
+    tune,
+    validation_data,
+)
 from alsresearch.tuning.study import _check_resume, _Objective, _study_record  # noqa: E402
 from tests.tuning_helpers import SMALL, finished, open_study  # noqa: E402
 
@@ -489,3 +495,84 @@ def test_a_study_recorded_before_model_types_resumes_as_als(data, space, ease):
     eased = _study_record(data, validation_data(data, ease, seed=0), None, SplitSpec(), ease, 0, "")
     with pytest.raises(SpecMismatchError, match="old was created with model 'als', not 'ease'"):
         _check_resume(old, eased, None, SplitSpec(), "old")
+
+
+# ------------------------------------------------------------------ storage URLs
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql+psycopg://al:pw@db:5432/s", "postgresql+psycopg://al:***@db:5432/s"),
+        ("postgresql://al:p%40ss:w@[::1]/s", "postgresql://al:***@[::1]/s"),
+        ("postgresql+psycopg://al@db/s", "postgresql+psycopg://al@db/s"),  # nothing to mask
+        ("mysql://u:x@h/d?password=y&a=1", "mysql://u:***@h/d?password=***&a=1"),
+        ("sqlite:////tmp/a:b@c.db", "sqlite:////tmp/a:b@c.db"),  # a file path, no password
+        ("journal:/srv/sweeps/s.log", "journal:/srv/sweeps/s.log"),
+        ("error at postgresql://u:pw@h/d: refused", "error at postgresql://u:***@h/d: refused"),
+    ],
+)
+def test_mask_url_hides_passwords(url, masked):
+    from alsresearch.tuning import mask_url
+
+    assert mask_url(url) == masked
+
+
+def test_storage_url_reads_the_environment_and_journal_paths(monkeypatch, tmp_path, home):
+    from alsresearch.tuning import storage_url
+
+    monkeypatch.delenv("ALSRESEARCH_STORAGE", raising=False)
+    assert storage_url(None, "s") == f"sqlite:///{(home / 'experiments' / 's.db').resolve()}"
+    monkeypatch.setenv("ALSRESEARCH_STORAGE", "postgresql+psycopg://u:pw@h/d")
+    assert storage_url(None, "s") == "postgresql+psycopg://u:pw@h/d"
+    assert storage_url(tmp_path / "x.db", "s") == f"sqlite:///{(tmp_path / 'x.db').resolve()}"
+    monkeypatch.chdir(tmp_path)
+    assert storage_url("journal:sub/j.log", "s") == f"journal:{tmp_path.resolve()}/sub/j.log"
+    assert (tmp_path / "sub").is_dir()
+
+
+def test_a_journal_sweep_records_and_resumes(data, space, tmp_path):
+    """journal:PATH: the same sweep as on SQLite, resumed from the log file."""
+    journal = f"journal:{tmp_path / 'sweep.log'}"
+    first = tune(data, n_trials=3, seed=2, space=space, storage=journal, quiet=True)
+    assert first.storage == journal
+    tune(data, n_trials=5, seed=2, space=space, storage=journal, quiet=True)
+    study = load_study(journal, first.study_name)
+    assert len(finished(study)) == 5
+    assert sum(t.user_attrs.get("role") == "defaults" for t in study.trials) == 1
+    sqlite = tune(data, n_trials=3, seed=2, space=space, storage=tmp_path / "s.db", quiet=True)
+    on_sqlite = load_study(sqlite.storage, sqlite.study_name).trials
+    assert [t.params for t in on_sqlite] == [t.params for t in study.trials[:3]]
+
+
+def test_an_unreachable_database_stops_with_one_line_naming_it(data, space):
+    pytest.importorskip("psycopg")
+    import socket
+
+    from alsresearch.tuning import StorageUnavailableError
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg://al:topsecret@127.0.0.1:{port}/sweeps"
+    with pytest.raises(StorageUnavailableError) as err:
+        tune(data, n_trials=2, space=space, storage=url, storage_retry=1, quiet=True)
+    message = str(err.value)
+    assert message.startswith(
+        f"storage postgresql+psycopg://al:***@127.0.0.1:{port}/sweeps unreachable for 1 s: "
+        "OperationalError: "
+    )
+    assert "topsecret" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_trial_that_never_beat_is_failed_and_run_again(data, space, tmp_path, kind):
+    """A worker killed between creating its trial and its first heartbeat leaves a RUNNING
+    trial with no beat at all: a live worker fails it once it has seen it beat-less for a
+    grace period (by its own clock) and the sweep still reaches its count."""
+    storage = tmp_path / "s.db" if kind == "sqlite" else f"journal:{tmp_path / 's.log'}"
+    first = tune(data, n_trials=2, seed=0, space=space, storage=storage, heartbeat=1, quiet=True)
+    orphan = load_study(storage, first.study_name).ask()  # never beats: its worker is "dead"
+    tune(data, n_trials=4, seed=0, space=space, storage=storage, heartbeat=1, quiet=True)
+    study = load_study(storage, first.study_name)
+    assert study.trials[orphan.number].state.name == "FAIL"
+    assert len(finished(study)) == 4
+    assert [t.system_attrs.get("failed_trial") for t in study.trials].count(orphan.number) == 1

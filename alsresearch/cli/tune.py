@@ -11,13 +11,26 @@ from alsresearch import paths
 from alsresearch.checks import check_int
 from alsresearch.cli._options import (
     HelpFormatter,
+    add_backend_options,
     add_data_options,
     add_split_options,
+    backend_session,
+    check_options,
     data_source,
+    parse_seed,
     split_spec,
 )
 from alsresearch.limits import MAX_HEARTBEAT, MAX_TRIALS, MAX_WORKERS
-from alsresearch.tuning import GRACE_BEATS, SearchSpace, default_study_name, tune
+from alsresearch.seeds import DEFAULT_SEED
+from alsresearch.tuning import (
+    DEFAULT_STORAGE_RETRY,
+    ENV_VAR,
+    GRACE_BEATS,
+    SearchSpace,
+    default_study_name,
+    tune,
+)
+from alsresearch.tuning.storage import MAX_STORAGE_RETRY
 
 
 def add_command(subparsers) -> None:
@@ -47,14 +60,23 @@ def add_command(subparsers) -> None:
     add_data_options(p)
     p.add_argument("--trials", type=int, default=50, help="COMPLETE or PRUNED trials to reach")
     p.add_argument(
-        "--seed", type=int, default=0, help="sampler, validation split and (ALS) model seed"
+        "--seed",
+        type=parse_seed,
+        default=DEFAULT_SEED,
+        help="sampler, validation split and (ALS) model seed, the one default seed of every "
+        "command (a sweep is always seeded: 'none' is refused)",
     )
     p.add_argument(
         "--out", type=Path, help="output directory (default experiments/runs/tune-<study>)"
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes on the one study")
     p.add_argument(
-        "--storage", help="Optuna storage URL or SQLite file (default experiments/<study>.db)"
+        "--storage",
+        help="where the study lives: a SQLite file, a database URL "
+        "(postgresql+psycopg://user@host:port/db, the 'postgres' extra; workers on any number "
+        "of machines with the same --storage and --study share the study) or journal:PATH (a "
+        f"journal file on a shared file system) (default ${ENV_VAR} when set, else "
+        "experiments/<study>.db); a password in it is masked wherever it is printed or recorded",
     )
     p.add_argument(
         "--study", help="study name (default <model>-<data fingerprint>-s<seed>, e.g. als-...)"
@@ -71,19 +93,37 @@ def add_command(subparsers) -> None:
         type=int,
         default=10,
         help=f"seconds between worker heartbeats; a dead worker's trial is failed after "
-        f"{GRACE_BEATS}x that without a beat",
+        f"{GRACE_BEATS}x that without a beat, and its configuration run once more",
+    )
+    p.add_argument(
+        "--storage-retry",
+        type=int,
+        default=DEFAULT_STORAGE_RETRY,
+        metavar="SECONDS",
+        help="how long a worker retries, with backoff, a database server that cannot be "
+        "reached before it stops with one line naming the storage and the error (rerun to "
+        "resume); 0: stop at once",
     )
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    add_backend_options(p, "each trial an ALS fit by Spark")
     p.set_defaults(func=_tune)
 
 
 def _tune(args) -> int:
+    check_options(args)
+    if args.seed == "none":
+        raise ValueError(
+            "--seed none: a sweep is always seeded (the seed names the study, draws its "
+            "validation split and seeds its sampler and every trial's model)"
+        )
     # sizes and the search space are checked before the data are read
     check_int(args.trials, "--trials", low=1, high=MAX_TRIALS)
     check_int(args.workers, "--workers", low=1, high=MAX_WORKERS)
     check_int(args.heartbeat, "--heartbeat", low=1, high=MAX_HEARTBEAT)
+    check_int(args.storage_retry, "--storage-retry", low=0, high=MAX_STORAGE_RETRY)
     space = SearchSpace.load(args.space)
     source, split = data_source(args), split_spec(args)
+    backend = _spark_trials(args, space) if args.backend == "spark" else {}
     data = source.load()
     name = args.study or default_study_name(data, args.seed, space.model)
     result = tune(
@@ -98,7 +138,9 @@ def _tune(args) -> int:
         space=space,
         workers=args.workers,
         heartbeat=args.heartbeat,
+        storage_retry=args.storage_retry,
         quiet=args.quiet,
+        **backend,
     )
     if not result.beats_popularity:
         print(
@@ -107,3 +149,38 @@ def _tune(args) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+class SparkTrials:
+    """The model of each trial under ``--backend spark``: the space's ALS arguments (and the
+    sweep's seed) fitted by Spark MLlib (:meth:`~alsresearch.spark.SparkALSModel.from_als_params`;
+    the engine's own ``num_threads`` has no Spark counterpart). Called as
+    ``factory(model_type, params)`` by the study; a plain class, so it pickles."""
+
+    def __call__(self, model_type: str, params: dict):
+        from alsresearch.spark import SparkALSModel
+
+        if model_type != "als":
+            raise ValueError(f"--backend spark fits ALS only, not {model_type!r}")
+        return SparkALSModel.from_als_params(params)
+
+
+def _spark_trials(args, space: SearchSpace) -> dict:
+    """The keyword arguments of :func:`tune` that make every trial a Spark fit (the session
+    started here, before the data are read)."""
+    import inspect
+
+    if space.model != "als":
+        raise ValueError(f"--backend spark sweeps ALS only; {space.source} names {space.model!r}")
+    if args.workers != 1:
+        raise ValueError(
+            "--backend spark runs one worker per driver: use --workers 1 and start one "
+            "`alsresearch tune` per driver on the same --storage and --study"
+        )
+    if "model_factory" not in inspect.signature(tune).parameters:
+        raise ValueError(
+            "--backend spark needs alsresearch.tuning.tune(model_factory=...), which this "
+            "version of the tuning package does not have yet"
+        )
+    backend_session(args)
+    return {"model_factory": SparkTrials()}

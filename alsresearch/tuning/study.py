@@ -18,11 +18,17 @@ never looked at.
   callback reports the validation metric after every ``validation.every`` iterations (and the
   last) and a median pruner stops trials that trail the others. A model without iterations
   (EASE) is fitted once and scored once on the validation part; that score is the trial's value.
-- Storage: any Optuna RDB URL; by default a SQLite file ``experiments/<study>.db`` under
-  :func:`alsresearch.paths.home`. Studies resume (``load_if_exists``); ``workers`` processes
-  share one study. Finished trials are committed one by one, so a killed worker loses only its
-  running trial, which the heartbeat marks failed after ``GRACE_BEATS * heartbeat`` seconds
-  without a beat; the sweep then runs until exactly ``n_trials`` trials are COMPLETE or PRUNED.
+- Storage (:mod:`alsresearch.tuning.storage`): a SQLite file (by default
+  ``experiments/<study>.db`` under :func:`alsresearch.paths.home`), a PostgreSQL server
+  (``postgresql+psycopg://...``) or a journal file (``journal:PATH``); ``$ALSRESEARCH_STORAGE``
+  when none is given. Studies resume (``load_if_exists``); any number of workers share one
+  study: ``workers`` processes of one call, and any number of calls on any number of machines
+  with the same storage and study name. Creating the study is race-free (a lock), finished
+  trials are committed one by one, so a killed worker loses only its running trial, which is
+  marked FAIL after ``GRACE_BEATS * heartbeat`` seconds without a beat and run once more by a
+  live worker. The workers together run until ``n_trials`` trials are COMPLETE or PRUNED
+  (a trial started when that many are finished or running is marked FAIL as surplus before it
+  does any work), and a database server that goes away is waited for ``storage_retry`` seconds.
 - A study records the model type, the data (its source spec, fingerprint and shape), the split,
   the seed and the search space; resuming it with any of them changed is refused, naming what
   differs (studies made before the model type was recorded are ALS studies).
@@ -48,6 +54,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -56,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from alsresearch import files, paths, provenance
+from alsresearch import files, provenance
 from alsresearch.checks import check_int
 from alsresearch.data import Interactions
 from alsresearch.errors import NoResultError, SpecMismatchError
@@ -65,9 +72,20 @@ from alsresearch.records import data_record
 from alsresearch.source import DataSource
 from alsresearch.split import SplitSpec, user_holdout, validation_split
 from alsresearch.tuning.space import DATA_PARAMS, DEFAULT_MODEL, SearchSpace, model_arguments
+from alsresearch.tuning.storage import (
+    GRACE_BEATS,
+    MAX_STORAGE_RETRY,
+    StorageUnavailableError,
+    creation_lock,
+    mask_url,
+    open_storage,
+    storage_url,
+)
 
 __all__ = [
+    "DEFAULT_STORAGE_RETRY",
     "GRACE_BEATS",
+    "StorageUnavailableError",
     "TuneFailedError",
     "TuneResult",
     "ValidationData",
@@ -81,9 +99,8 @@ __all__ = [
 ]
 
 _FINISHED = ("COMPLETE", "PRUNED")
-#: a running trial without a heartbeat for this many intervals belongs to a dead worker. Generous,
-#: because the heartbeat thread needs the GIL, which a long compiled ALS sweep may hold.
-GRACE_BEATS = 6
+#: seconds a worker waits for a database server that went away before giving up
+DEFAULT_STORAGE_RETRY = 300
 
 
 class TuneFailedError(NoResultError):
@@ -172,41 +189,17 @@ def default_study_name(data: Interactions, seed: int, model: str = DEFAULT_MODEL
     return f"{model}-{data.fingerprint()[:12]}-s{seed}"
 
 
-def storage_url(storage: str | Path | None, study_name: str) -> str:
-    """An Optuna RDB URL: ``storage`` as given when it has a scheme, a plain path becomes a
-    SQLite file, None the default ``experiments/<study>.db`` under the working directory (or
-    ``$ALSRESEARCH_HOME``)."""
-    if storage is None:
-        storage = paths.experiments_dir() / f"{study_name}.db"
-    text = str(storage)
-    if "://" in text:
-        return text
-    path = Path(text).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-def _storage(url: str, heartbeat: int | None):
+def load_study(storage: str | Path | None, study_name: str, *, retry: float = 0):
+    """Open an existing study (for plots and exports); ``storage`` as in :func:`storage_url`
+    (a URL, ``journal:PATH``, a SQLite file, or None: ``$ALSRESEARCH_STORAGE`` or the default
+    file); ``retry`` seconds of waiting for an unreachable database server."""
     import optuna
 
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=None if heartbeat is None else GRACE_BEATS * heartbeat,
-        )
-
-
-def load_study(storage: str | Path | None, study_name: str):
-    """Open an existing study (for plots and exports); ``storage`` as in :func:`storage_url`."""
-    import optuna
-
-    return optuna.load_study(
-        study_name=study_name, storage=_storage(storage_url(storage, study_name), None)
-    )
+    url = storage_url(storage, study_name)
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(url, retry=retry))
+    except KeyError:
+        raise KeyError(f"no study {study_name!r} in {mask_url(url)}") from None
 
 
 def _counts(study) -> dict[str, int]:
@@ -235,7 +228,7 @@ def _study_record(
         "metric": space.metric,
         "fixed": space.fixed,
         "search_space": space.to_dict(),
-        "storage": url,
+        "storage": mask_url(url),
         "split": {
             **split.to_dict(),
             "validation_fraction": space.validation["fraction"],
@@ -450,15 +443,19 @@ def _work(
     heartbeat: int,
     max_failures: int,
     quiet: bool,
+    retry: float = 0,
 ) -> None:
-    """One worker: run trials until ``n_trials`` are COMPLETE or PRUNED (any worker's)."""
+    """One worker: run trials until ``n_trials`` are COMPLETE or PRUNED (any worker's).
+
+    ``worker`` is this worker's slot in the study (:func:`_claim_slots`): workers started on
+    their own, on other machines, draw distinct sampler streams."""
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = _storage(url, heartbeat)
+    storage = open_storage(url, heartbeat=heartbeat, retry=retry)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    # distinct, reproducible random streams per worker and per resume point
+    # distinct, reproducible random streams per worker slot and per resume point
     n_before = len(study.get_trials(deepcopy=False))
     seed = int(np.random.SeedSequence([objective.seed, worker, n_before]).generate_state(1)[0])
     study.sampler = _sampler(objective.space, seed)
@@ -493,17 +490,56 @@ def _work(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # numerical trouble in one trial (an exception or a NaN score) fails that trial
             # only; anything else is a bug and stops the sweep
-            study.optimize(objective, n_trials=1, catch=_CAUGHT, callbacks=callbacks)
+            try:
+                study.optimize(objective, n_trials=1, catch=_CAUGHT, callbacks=callbacks)
+            except StorageUnavailableError:
+                raise
+            except Exception as exc:
+                # Optuna's trial bookkeeping can fail over the storage's error (it reads the
+                # trial back from the unreachable storage): report the storage's error
+                cause = _storage_error(exc)
+                if cause is not None:
+                    raise cause from None
+                if not isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
+                    raise
+                # another worker failed this trial (its heartbeats stopped reaching the storage
+                # for a grace period, e.g. during an outage) and queued it again: its result
+                # is dropped here and the retry runs it once more
+                print(
+                    f"[pid {os.getpid()}] {exc}: another worker took it for dead and queued it "
+                    "again",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
+def _storage_error(exc: BaseException) -> StorageUnavailableError | None:
+    """The :class:`StorageUnavailableError` behind ``exc``, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, StorageUnavailableError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _claim_slots(study, workers: int) -> int:
+    """The first of ``workers`` worker slots of this call in the study (called under the
+    creation lock): 0 for the first call on a study, so one worker on a fresh study always
+    draws the same trials, and distinct slots for workers started on their own."""
+    first = int(study.user_attrs.get("worker_slots", 0))
+    study.set_user_attr("worker_slots", first + workers)
+    return first
 
 
 def _work_in_child(*args) -> None:  # the target of spawned worker processes
     """:func:`_work`, ending the process with one line and exit code 1 on
-    :class:`TuneFailedError`, and quietly with 130 on Ctrl-C (no traceback from either)."""
-    import sys
-
+    :class:`TuneFailedError` or :class:`StorageUnavailableError`, and quietly with 130 on
+    Ctrl-C (no traceback from any)."""
     try:
         _work(*args)
-    except TuneFailedError as exc:
+    except (TuneFailedError, StorageUnavailableError) as exc:
         print(f"worker {args[3]}: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -650,6 +686,7 @@ def tune(
     heartbeat: int = 10,
     max_failures: int | None = None,
     quiet: bool = False,
+    storage_retry: int = DEFAULT_STORAGE_RETRY,
 ) -> TuneResult:
     """Run (or resume) a sweep until ``n_trials`` trials are COMPLETE or PRUNED.
 
@@ -662,8 +699,17 @@ def tune(
     naming what differs). ``space`` is a :class:`SearchSpace` (its ``model`` says which model
     every trial fits), a YAML path, or None for the package's default (ALS). ``workers > 1``
     starts that many processes (each fitting with ``cpu_count // workers`` threads).
-    ``heartbeat`` is Optuna's heartbeat interval in seconds: a trial whose worker died is marked
-    FAIL after ``GRACE_BEATS * heartbeat`` seconds and its slot is run again. More than
+    Workers started on their own (other calls, other machines) with the same ``storage`` and
+    ``study_name`` share the study the same way: together they stop at ``n_trials``.
+    ``storage`` is a SQLite file, a database URL (``postgresql+psycopg://user@host/db``) or
+    ``journal:PATH`` (:func:`~alsresearch.tuning.storage.storage_url`; None:
+    ``$ALSRESEARCH_STORAGE`` or ``experiments/<study>.db``); its password is masked wherever it
+    is printed or recorded. ``heartbeat`` is the heartbeat interval in seconds: a trial whose
+    worker died is marked FAIL after ``GRACE_BEATS * heartbeat`` seconds and its configuration
+    is run once more by a live worker. ``storage_retry`` is how long (seconds) a worker waits
+    for a database server that cannot be reached (restarted, network down), retrying with
+    backoff, before it stops with :class:`StorageUnavailableError` (one line naming the masked
+    storage and the error; rerunning resumes). More than
     ``max_failures`` failed trials (default ``n_trials``) stop the sweep with
     :class:`TuneFailedError` naming the last error (so does a sweep with no COMPLETE trial). Ctrl-C
     (KeyboardInterrupt) leaves the study readable: the running trial is marked FAIL (and
@@ -676,6 +722,9 @@ def tune(
     seed = check_int(seed, "seed", low=0)
     workers = check_int(workers, "workers", low=1, high=MAX_WORKERS)
     heartbeat = check_int(heartbeat, "heartbeat (seconds)", low=1, high=MAX_HEARTBEAT)
+    storage_retry = check_int(
+        storage_retry, "storage_retry (seconds)", low=0, high=MAX_STORAGE_RETRY
+    )
     max_failures = (
         n_trials if max_failures is None else check_int(max_failures, "max_failures", low=0)
     )
@@ -687,31 +736,41 @@ def tune(
     vd = validation_data(data, space, seed=seed, split=split)
     record = _study_record(data, vd, source, split, space, seed, url)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=_storage(url, None),
-        direction="maximize",
-        load_if_exists=True,
-    )
-    if "data" in study.user_attrs:
-        _check_resume(study.user_attrs, record, source, split, f"study {study_name!r} in {url}")
-    else:
-        from alsresearch.baselines import PopularityModel
+    where = mask_url(url)
 
-        record["popularity_value"] = _validation_score(PopularityModel().fit(vd.fit), vd)
-        for key, value in record.items():
-            study.set_user_attr(key, value)
-    study.enqueue_trial(space.trial_zero(), user_attrs={"role": "defaults"}, skip_if_exists=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # one worker at a time creates the tables and the study, records what it is made with and
+    # queues trial 0: workers started in the same second all succeed, trial 0 is queued once
+    with creation_lock(url, storage_retry):
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=open_storage(url, retry=storage_retry),
+            direction="maximize",
+            load_if_exists=True,
+        )
+        if "data" in study.user_attrs:
+            _check_resume(
+                study.user_attrs, record, source, split, f"study {study_name!r} in {where}"
+            )
+        else:
+            from alsresearch.baselines import PopularityModel
+
+            record["popularity_value"] = _validation_score(PopularityModel().fit(vd.fit), vd)
+            for key, value in record.items():
+                study.set_user_attr(key, value)
+        study.enqueue_trial(
+            space.trial_zero(), user_attrs={"role": "defaults"}, skip_if_exists=True
+        )
+        first_slot = _claim_slots(study, workers)
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
     objective = _Objective(space, vd, seed, n_trials, num_threads=threads)
-    args = (study_name, url, objective, 0, heartbeat, max_failures, quiet)
+    args = (study_name, url, objective, first_slot, heartbeat, max_failures, quiet, storage_retry)
     if not quiet:
         data_text = "the given interactions" if source is None else source.describe()
         part = f"minus the test part of {split}" if split.holds_out else "(no test split)"
         print(
-            f"study {study_name} ({url}): {n_trials} trials, {workers} worker(s), on "
+            f"study {study_name} ({where}): {n_trials} trials, {workers} worker(s), on "
             f"{data_text} {part}; popularity {space.metric} on validation "
             f"{study.user_attrs['popularity_value']:.4f}",
             flush=True,
@@ -721,7 +780,9 @@ def tune(
     else:
         ctx = multiprocessing.get_context("spawn")
         procs = [
-            ctx.Process(target=_work_in_child, args=(*args[:3], w, *args[4:]), daemon=False)
+            ctx.Process(
+                target=_work_in_child, args=(*args[:3], first_slot + w, *args[4:]), daemon=False
+            )
             for w in range(workers)
         ]
         for p in procs:
