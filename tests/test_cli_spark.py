@@ -115,21 +115,32 @@ def test_setup_errors_are_one_line(spark, tmp_path, capsys):  # noqa: F811
     assert not (tmp_path / "m.npz").exists()
 
 
-def test_tune_backend_spark_is_ready_or_says_what_is_missing(spark, tmp_path, capsys):  # noqa: F811
-    """Until the study takes a model factory, ``tune --backend spark`` says so in one line."""
-    import inspect
+def test_tune_backend_spark_runs_its_trials_on_spark(spark, tmp_path, monkeypatch):  # noqa: F811
+    """Each trial is a Spark fit: the factory's models are SparkALSModels, and the sweep ends
+    with a best.json of the ALS space."""
+    from alsresearch import spark as backend
 
-    from alsresearch.tuning import tune
+    built = []
+    original = backend.SparkALSModel.from_als_params
 
-    argv = ["tune", "--trials", "1", "--out", str(tmp_path / "t"), *SPARK, "--quiet"]
-    argv += ["--storage", str(tmp_path / "s.db")]
-    if "model_factory" in inspect.signature(tune).parameters:
-        assert main(argv) == 0
-        best = json.loads((tmp_path / "t" / "best.json").read_text())
-        assert best["model"] == "als"
-    else:
-        assert main(argv) == 1
-        assert "needs alsresearch.tuning.tune(model_factory=...)" in capsys.readouterr().err
+    def counted(params, **kw):
+        built.append(params)
+        return original(params, **kw)
+
+    monkeypatch.setattr(backend.SparkALSModel, "from_als_params", staticmethod(counted))
+    space = tmp_path / "spark_space.yaml"  # Spark's objective: count-scaled regularization
+    space.write_text(
+        "params:\n"
+        "  regularization: {type: float, low: 0.1, high: 1.0, log: true}\n"
+        "defaults: {regularization: 0.5}\n"
+        "fixed: {factors: 8, iterations: 3, alpha: 1.0, regularization_scaling: count}\n"
+        "validation: {fraction: 0.2, max_users: 200, every: 3, k: 10}\n"
+    )
+    argv = ["tune", "--trials", "2", "--out", str(tmp_path / "t"), *SPARK, "--quiet"]
+    argv += ["--storage", str(tmp_path / "s.db"), "--space", str(space)]
+    assert main(argv) == 0
+    best = json.loads((tmp_path / "t" / "best.json").read_text())
+    assert best["model"] == "als" and len(built) >= 1
 
 
 @pytest.mark.notebooks

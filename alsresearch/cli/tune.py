@@ -168,19 +168,12 @@ class SparkTrials:
 def _spark_trials(args, space: SearchSpace) -> dict:
     """The keyword arguments of :func:`tune` that make every trial a Spark fit (the session
     started here, before the data are read)."""
-    import inspect
-
     if space.model != "als":
         raise ValueError(f"--backend spark sweeps ALS only; {space.source} names {space.model!r}")
     if args.workers != 1:
         raise ValueError(
             "--backend spark runs one worker per driver: use --workers 1 and start one "
             "`alsresearch tune` per driver on the same --storage and --study"
-        )
-    if "model_factory" not in inspect.signature(tune).parameters:
-        raise ValueError(
-            "--backend spark needs alsresearch.tuning.tune(model_factory=...), which this "
-            "version of the tuning package does not have yet"
         )
     backend_session(args)
     return {"model_factory": SparkTrials()}

@@ -57,6 +57,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,9 @@ class _Objective:
     seed: int
     n_trials: int
     num_threads: int = 0
+    #: builds each trial's model as ``model_factory(model_type, arguments)`` instead of the
+    #: registered class (``tune --backend spark``: a Spark fit); picklable for worker processes
+    model_factory: Callable[[str, dict], Any] | None = None
 
     def __call__(self, trial) -> float:
         self._check_quota(trial)
@@ -335,9 +339,10 @@ class _Objective:
 
         takes = model_arguments(self.space.model)
         sweep = {"random_state": self.seed, "num_threads": self.num_threads}
-        return model_class(self.space.model)(
-            **params, **{k: v for k, v in sweep.items() if k in takes}
-        )
+        args = {**params, **{k: v for k, v in sweep.items() if k in takes}}
+        if self.model_factory is not None:
+            return self.model_factory(self.space.model, args)
+        return model_class(self.space.model)(**args)
 
     def _check_quota(self, trial) -> None:
         """Trials are numbered atomically by the storage: when ``n_trials`` trials numbered
@@ -687,6 +692,7 @@ def tune(
     max_failures: int | None = None,
     quiet: bool = False,
     storage_retry: int = DEFAULT_STORAGE_RETRY,
+    model_factory: Callable[[str, dict], Any] | None = None,
 ) -> TuneResult:
     """Run (or resume) a sweep until ``n_trials`` trials are COMPLETE or PRUNED.
 
@@ -714,7 +720,10 @@ def tune(
     :class:`TuneFailedError` naming the last error (so does a sweep with no COMPLETE trial). Ctrl-C
     (KeyboardInterrupt) leaves the study readable: the running trial is marked FAIL (and
     ``interrupted``, not counted as a failure on resume), nothing is exported. With ``out_dir``,
-    trials.csv and best.json are written there.
+    trials.csv and best.json are written there. ``model_factory`` (``factory(model type,
+    arguments)``) builds each trial's model instead of the space's registered class: ``tune
+    --backend spark`` passes one that fits on Spark (a model whose ``fit`` calls the callback
+    once, after the fit, is scored once and never pruned mid-fit).
     """
     import optuna
 
@@ -764,7 +773,7 @@ def tune(
         first_slot = _claim_slots(study, workers)
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
-    objective = _Objective(space, vd, seed, n_trials, num_threads=threads)
+    objective = _Objective(space, vd, seed, n_trials, threads, model_factory)
     args = (study_name, url, objective, first_slot, heartbeat, max_failures, quiet, storage_retry)
     if not quiet:
         data_text = "the given interactions" if source is None else source.describe()
