@@ -248,6 +248,18 @@ def add_seed_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_init_option(parser: argparse.ArgumentParser) -> None:
+    """``--init``: the model file a fit warm-starts from (``train``, ``promote``)."""
+    parser.add_argument(
+        "--init",
+        type=Path,
+        metavar="MODEL_FILE",
+        help="warm start: an ALS model file (e.g. models/als_baseline.npz) whose factors the "
+        "users and items it shares with the data start from; same factors and dtype "
+        "(default: none, random initial factors)",
+    )
+
+
 def model_seed(args: argparse.Namespace):
     """The ``--seed`` given: an int, None for ``none`` (unseeded), or
     :data:`~alsresearch.seeds.UNSET` when not given (see

@@ -13,6 +13,7 @@ from alsresearch.checks import check_float, check_int
 from alsresearch.cli._options import (
     HelpFormatter,
     add_data_options,
+    add_init_option,
     add_seed_option,
     add_split_options,
     check_options,
@@ -57,14 +58,7 @@ def add_command(subparsers) -> None:
         "--recover)",
     )
     add_seed_option(p)
-    p.add_argument(
-        "--init",
-        type=Path,
-        metavar="MODEL_FILE",
-        help="warm start: an ALS model file (e.g. models/als_baseline.npz) whose factors the "
-        "users and items it shares with the data start from; same factors and dtype "
-        "(default: none, random initial factors)",
-    )
+    add_init_option(p)
     p.add_argument(
         "--recover",
         action="store_true",

@@ -13,6 +13,7 @@ from alsresearch.cli._options import (
     HelpFormatter,
     add_backend_options,
     add_data_options,
+    add_init_option,
     add_seed_option,
     add_split_options,
     backend_session,
@@ -52,14 +53,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--params", type=Path, required=True, help="best.json or a JSON parameter file")
     p.add_argument("--out", type=Path, required=True, help="model file to write (.npz)")
     add_seed_option(p)
-    p.add_argument(
-        "--init",
-        type=Path,
-        metavar="MODEL_FILE",
-        help="warm start: an ALS model file (e.g. models/als_baseline.npz) whose factors the "
-        "users and items it shares with the data start from; same factors and dtype "
-        "(default: none, random initial factors)",
-    )
+    add_init_option(p)
     add_split_options(p, fold_in=True)
     add_backend_options(p, "fits ALS")
     p.set_defaults(func=_train)
