@@ -708,24 +708,11 @@ class Interactions:
             source = str(events)
             columns = [c for c in (user_col, item_col, weight_col, event_col, timestamp_col) if c]
             events = read_table(events, columns=columns, id_columns=[user_col, item_col])
-        required = {"user_col": user_col, "item_col": item_col}
-        optional = {
-            "weight_col": weight_col,
-            "event_col": event_col,
-            "timestamp_col": timestamp_col,
-        }
-        missing = [
-            f"{arg}={col!r}"
-            for arg, col in {**required, **optional}.items()
-            if col is not None and col not in events.columns
-        ]
-        if missing:
-            raise ValueError(
-                f"{source}: missing column(s) {', '.join(missing)}; "
-                f"available columns: {list(events.columns)}"
-            )
-        if event_weights is not None and event_col is None:
-            raise ValueError("event_weights needs event_col (the column holding the event type)")
+        check_event_columns(
+            list(events.columns), source, event_weights,
+            user_col=user_col, item_col=item_col, weight_col=weight_col, event_col=event_col,
+            timestamp_col=timestamp_col,
+        )  # fmt: skip
 
         n = len(events)
         bad: dict[str, np.ndarray] = {}
@@ -944,6 +931,24 @@ _NA_TEXT = [
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 ]  # fmt: skip
+
+
+def check_event_columns(
+    available: list, source: str, event_weights=None, **columns: str | None
+) -> None:
+    """The column options of an events table (``user_col=...``, ``item_col=...``, ...) against
+    its ``available`` columns: a ValueError names every missing one and what there is, and
+    ``event_weights`` without ``event_col``. Shared by :meth:`Interactions.from_events` and the
+    Spark reader (:mod:`alsresearch.spark`)."""
+    missing = [
+        f"{arg}={col!r}" for arg, col in columns.items() if col is not None and col not in available
+    ]
+    if missing:
+        raise ValueError(
+            f"{source}: missing column(s) {', '.join(missing)}; available columns: {available}"
+        )
+    if event_weights is not None and columns.get("event_col") is None:
+        raise ValueError("event_weights needs event_col (the column holding the event type)")
 
 
 def read_table(

@@ -100,7 +100,7 @@ import scipy.sparse as sp
 
 from alsresearch.als import ALSModel, objective
 from alsresearch.checks import check_choice, check_float, check_int
-from alsresearch.data import Interactions
+from alsresearch.data import Interactions, check_event_columns
 from alsresearch.errors import MissingExtraError, SetupError
 from alsresearch.metrics import PER_USER_METRICS
 
@@ -569,20 +569,10 @@ def _events_to_cells(
     by reason; Spark does not number rows, so no row numbers)."""
     from pyspark.sql import functions as F
 
-    columns = {"user_col": user_col, "item_col": item_col}
-    columns |= {"weight_col": weight_col, "event_col": event_col}
-    missing = [
-        f"{arg}={col!r}"
-        for arg, col in columns.items()
-        if col is not None and col not in events.columns
-    ]
-    if missing:
-        raise ValueError(
-            f"{source}: missing column(s) {', '.join(missing)}; "
-            f"available columns: {list(events.columns)}"
-        )
-    if event_weights is not None and event_col is None:
-        raise ValueError("event_weights needs event_col (the column holding the event type)")
+    check_event_columns(
+        list(events.columns), source, event_weights,
+        user_col=user_col, item_col=item_col, weight_col=weight_col, event_col=event_col,
+    )  # fmt: skip
     users, user_kind = _id_column(events, user_col, text_ids)
     items, item_kind = _id_column(events, item_col, text_ids)
     bad: dict[str, Any] = {
