@@ -95,3 +95,23 @@ def objective(
     lam_i = row_lambdas(counts_t, alpha, lam, mode, exponent, scaling, None, confidence)
     penalty = lam_u @ np.sum(X**2, axis=1) + lam_i @ np.sum(Y**2, axis=1)
     return float(np.sum(C * (P - X @ Y.T) ** 2) + penalty)
+
+
+def ranked_items(model, row: int, n: int, allow=None, deny=(), exclude_seen=True) -> list[int]:
+    """Brute-force top-``n`` item indices of user ``row`` of a factor model: every item's
+    float64 dot product rounded to float32, ordered by score (highest first) then item index,
+    only items in ``allow`` (indices; None: all), none in ``deny`` nor, with ``exclude_seen``,
+    among the user's seen items."""
+    scores = (
+        np.asarray(model.user_factors[row], dtype=np.float64)
+        @ np.asarray(model.item_factors, dtype=np.float64).T
+    ).astype(np.float32)
+    ok = np.ones(len(scores), dtype=bool)
+    if allow is not None:
+        ok[:] = False
+        ok[list(allow)] = True
+    ok[list(deny)] = False
+    if exclude_seen:
+        ok[model.seen[row].indices] = False
+    candidates = np.flatnonzero(ok)
+    return candidates[np.lexsort((candidates, -scores[candidates]))[:n]].tolist()

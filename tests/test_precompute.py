@@ -11,6 +11,7 @@ from alsresearch import precompute
 from alsresearch.als import ALSModel
 from alsresearch.cli import main
 from alsresearch.data import Interactions
+from tests.reference import ranked_items
 from tests.test_als import varied_counts
 
 
@@ -27,11 +28,7 @@ def model_file(rng, tmp_path):
 
 
 def brute_force(model, row: int, n: int) -> list:
-    scores = (
-        model.user_factors[row].astype(np.float64) @ model.item_factors.astype(np.float64).T
-    ).astype(np.float32)
-    cand = np.setdiff1d(np.arange(model.n_items), model.seen[row].indices)
-    return model.item_ids[cand[np.lexsort((cand, -scores[cand]))[:n]]].tolist()
+    return model.item_ids[ranked_items(model, row, n)].tolist()
 
 
 def test_every_users_list_equals_the_reference(model_file, tmp_path):

@@ -4,10 +4,10 @@ brute-force float64 ranking of the model file's factors; the popularity fallback
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from alsresearch.base import load_model
+from tests.reference import ranked_items
 
 pytestmark = pytest.mark.serve
 
@@ -20,19 +20,10 @@ def model(artefact):
 
 
 def reference(model, user, n, allow=None, deny=()):
-    """Item ids by (float32 of the float64 score desc, catalogue index asc), filtered."""
+    """Item ids of the brute-force ranking (tests/reference.py), filtered by external ids."""
     row = int(model.user_index([user])[0])
-    scores = (
-        model.user_factors[row].astype(np.float64) @ model.item_factors.astype(np.float64).T
-    ).astype(np.float32)
-    ok = np.ones(model.n_items, bool)
-    if allow is not None:
-        ok[:] = False
-        ok[model.item_index(allow)] = True
-    ok[model.item_index(list(deny))] = False
-    ok[model.seen[row].indices] = False
-    cand = np.flatnonzero(ok)
-    return model.item_ids[cand[np.lexsort((cand, -scores[cand]))[:n]]].tolist()
+    allow = None if allow is None else model.item_index(allow)
+    return model.item_ids[ranked_items(model, row, n, allow, model.item_index(list(deny)))].tolist()
 
 
 def ids(answer) -> list:
