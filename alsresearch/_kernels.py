@@ -11,8 +11,8 @@ equations are::
 
 :func:`cholesky_sweep` (fold-in) receives ``G = Y^T Y + lambda_u I`` and builds ``A_u`` in
 O(k^2 nnz_u), never O(k^2 n_items). The fit's solvers work in the eigenbasis of ``Y^T Y``
-(:func:`eigenbasis`, once per half-sweep), where every row's shared part is diagonal, and
-scale each row so that it is the identity: :func:`cg_sweep` never builds ``A_u`` (O(k nnz_u)
+(:class:`SweepBasis`, once per half-sweep), whitened so that every row's shared part is the
+identity, or a diagonal when rows have their own lambdas: :func:`cg_sweep` never builds ``A_u`` (O(k nnz_u)
 per step), and :func:`exact_sweep` solves a row with fewer cells than k through an
 nnz_u x nnz_u system.
 
@@ -31,6 +31,8 @@ per-iteration loss nearly free (CG carries ``s`` through its steps: no extra pas
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -233,24 +235,56 @@ def cholesky_rows(indptr, indices, w, Y, G, X, loss_part, block, row_lo, row_hi)
     return failed
 
 
-def eigenbasis(gram, dtype):
-    """``(Q, Q^T, evals)`` in ``dtype`` for the eigendecomposition ``gram = Q diag(evals) Q^T``
-    of the other side's ``Y^T Y`` (eigenvalues clipped at 0, which they are in exact
-    arithmetic); None when ``gram`` is not finite. O(k^3) in float64 (LAPACK), once per
-    half-sweep.
-
-    In the rotated basis (rows of ``X Q`` and ``Y Q``) every row's shared part
-    ``Y^T Y + lambda_u I`` is the diagonal ``evals + lambda_u``, whatever the row's own
-    ``lambda_u``, so one rotation serves rows regularized differently (see :func:`cg_rows`)."""
+def _eigh(gram):
     G = np.asarray(gram, dtype=np.float64)
     if not np.all(np.isfinite(G)):
         return None
     evals, Q = scipy.linalg.eigh(G, check_finite=False)
-    return (
-        Q.astype(dtype),
-        np.ascontiguousarray(Q.T).astype(dtype),
-        np.maximum(evals, 0).astype(dtype),
-    )
+    return np.maximum(evals, 0), Q
+
+
+@dataclass(frozen=True)
+class SweepBasis:
+    """The basis of one half-sweep's rotated-basis kernel (:func:`cg_rows`, :func:`exact_rows`),
+    from the eigendecomposition ``Y^T Y = Q diag(e) Q^T`` of the other side's Gram matrix and
+    the rows' lambdas, with ``lambda_0`` the smallest of them and ``D_0 = diag(e + lambda_0)``
+    (all float64 k x k, ``g`` and ``delta`` in the factors' dtype):
+
+    - ``other = Q D_0^{-1/2}``: the other side's whitened rows are ``z_i = y_i other``;
+    - ``into = Q D_0^{1/2}`` and ``back = D_0^{-1/2} Q^T``: a row's ``z = x into``, ``x = z back``;
+    - ``g = 1 / (e + lambda_0)`` and ``delta`` each row's ``lambda_u - lambda_0`` (empty when all
+      rows share one lambda): row ``u``'s shared part ``Y^T Y + lambda_u I`` is, in this basis,
+      the diagonal ``D_u = 1 + delta_u g`` (the identity for the rows of ``lambda_0``).
+
+    One O(k^3) decomposition a half-sweep; every other cost is in the BLAS products with these
+    matrices and in the kernels, which never take a square root or scale a gathered row."""
+
+    other: np.ndarray
+    into: np.ndarray
+    back: np.ndarray
+    g: np.ndarray
+    delta: np.ndarray
+
+    @classmethod
+    def of(cls, gram, lam_rows, dtype) -> SweepBasis | None:
+        """The basis for ``gram`` (the other side's ``Y^T Y``) and ``lam_rows``; None when
+        ``gram`` is not finite."""
+        basis = _eigh(gram)
+        if basis is None:
+            return None
+        evals, Q = basis
+        lam = np.asarray(lam_rows, dtype=np.float64)
+        lam0 = float(lam.min()) if len(lam) else 1.0
+        d0 = evals + lam0
+        root = np.sqrt(d0)
+        delta = lam - lam0
+        return cls(
+            other=Q / root,
+            into=Q * root,
+            back=Q.T / root[:, None],
+            g=(1 / d0).astype(dtype),
+            delta=delta.astype(dtype) if np.any(delta) else np.zeros(0, dtype=dtype),
+        )
 
 
 #: rows per BLAS product in :func:`rows_times` (fixed, so every row's product is the same
@@ -259,9 +293,11 @@ BASIS_ROWS = 1024
 
 
 def rows_times(Y, M, out, threads=0) -> None:
-    """``out = Y M`` (``out`` may be ``Y``: in place), one BLAS product per ``BASIS_ROWS`` rows,
-    on :func:`parallel_for`'s threads (numpy releases the GIL in the product)."""
+    """``out = Y M`` (``out`` may be ``Y``: in place; ``M`` is cast to ``Y``'s dtype), one BLAS
+    product per ``BASIS_ROWS`` rows, on :func:`parallel_for`'s threads (numpy releases the GIL
+    in the product)."""
     n = len(Y)
+    M = np.asarray(M, dtype=Y.dtype)
 
     def run(b0: int, b1: int) -> None:
         for a in range(b0 * BASIS_ROWS, min(n, b1 * BASIS_ROWS), BASIS_ROWS):
@@ -272,17 +308,17 @@ def rows_times(Y, M, out, threads=0) -> None:
     parallel_for(run, thread_bounds(n_chunks, threads), threads)
 
 
-def rotated_rows(kernel, args, X, Q, QT, block, units=None, threads=0) -> int:
-    """:func:`over_blocks` of a kernel that works in the rotated basis of :func:`eigenbasis`
+def rotated_rows(kernel, args, X, into, back, block, units=None, threads=0) -> int:
+    """:func:`over_blocks` of a kernel that works in the rotated basis of :class:`SweepBasis`
     (:func:`cg_rows`, :func:`exact_rows`) on the rows of ``X``, which is one of ``args``:
-    ``X`` moves to that basis in place (rows of ``X Q``) before, and back (rows of ``X Q^T``)
-    after, also when the kernel is interrupted; one BLAS product per ``BASIS_ROWS`` rows each
-    way (far faster than one per block of a few rows)."""
-    rows_times(X, Q, X, threads)
+    ``X`` moves to that basis in place (rows of ``X into``) before, and back (rows of
+    ``X back``) after, also when the kernel is interrupted; one BLAS product per
+    ``BASIS_ROWS`` rows each way (far faster than one per block of a few rows)."""
+    rows_times(X, into, X, threads)
     try:
         return over_blocks(kernel, args, len(X), block, units, threads)
     finally:
-        rows_times(X, QT, X, threads)
+        rows_times(X, back, X, threads)
 
 
 def rotated_sweep(
@@ -290,49 +326,27 @@ def rotated_sweep(
     units=None,
 ):  # fmt: skip
     """A half-sweep of a rotated-basis kernel (:func:`cg_rows`, :func:`exact_rows`, which take
-    ``extra`` after ``loss_part``) with all its inputs: :func:`eigenbasis` of ``gram`` (the
-    other side's ``Y^T Y``), ``Yr = Y Q`` (scratch shaped like ``Y``), ``lam_rows`` (each
-    row's lambda), then :func:`rotated_rows` (``units`` as in :func:`over_blocks`). Returns -1
-    (``X`` untouched) when ``gram`` is not finite, else the kernel's count of failed rows."""
-    basis = eigenbasis(gram, Y.dtype)
+    ``extra`` after ``loss_part``) with all its inputs: the :class:`SweepBasis` of ``gram``
+    (the other side's ``Y^T Y``) and ``lam_rows`` (each row's lambda), ``Yr = Y other``
+    (scratch shaped like ``Y``), then :func:`rotated_rows` (``units`` as in
+    :func:`over_blocks`). Returns -1 (``X`` untouched) when ``gram`` is not finite, else the
+    kernel's count of failed rows."""
+    basis = SweepBasis.of(gram, lam_rows, Y.dtype)
     if basis is None:
         return -1
-    Q, QT, evals = basis
-    lam = np.asarray(lam_rows, dtype=np.float64)
-    if len(lam) and np.all(lam == lam[0]):
-        # one lambda for every row: its whitening D^{-1/2} goes into the BLAS products (no
-        # per-row scaling in the kernel, which then gets an empty lam_rows)
-        d = evals.astype(np.float64) + lam[0]
-        scale = 1 / np.sqrt(d)
-        rows_times(Y, (Q * scale).astype(Y.dtype), Yr, threads)
-        into = (Q * np.sqrt(d)).astype(Y.dtype)
-        back = np.ascontiguousarray(scale[:, None] * QT).astype(Y.dtype)
-        lam_rows = np.zeros(0, dtype=Y.dtype)
-    else:
-        rows_times(Y, Q, Yr, threads)
-        into, back = Q, QT
-        lam_rows = lam.astype(Y.dtype)
-    args = (indptr, indices, w, Yr, X, loss_part, *extra, block, evals, lam_rows)
-    return rotated_rows(kernel, args, X, into, back, block, units, threads)
+    rows_times(Y, basis.other, Yr, threads)
+    args = (indptr, indices, w, Yr, X, loss_part, *extra, block, basis.g, basis.delta)
+    return rotated_rows(kernel, args, X, basis.into, basis.back, block, units, threads)
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _row_scale(evals, lam, sc, k):
-    """``sc = (evals + lam)^{-1/2}``: the rotated basis's diagonal shared part of a row
-    regularized by ``lam``, as the scale that whitens it."""
+def _row_diagonal(g, delta, dg, dinv, k):
+    """``dg = 1 + delta g`` (a row's shared part in the basis of :class:`SweepBasis`) and
+    ``dinv = 1 / dg``, in the arrays' precision."""
+    one = g[0] * np.float32(0) + np.float32(1)
     for a in range(k):
-        sc[a] = 1 / np.sqrt(evals[a] + lam)
-
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _gather_scaled(indptr, indices, Y, u, sc, out):
-    """:func:`_gather` of row ``u``'s cells, each factor row multiplied by ``sc``."""
-    p0 = indptr[u]
-    for q in range(indptr[u + 1] - p0):
-        src = Y[indices[p0 + q]]
-        for a in range(Y.shape[1]):
-            out[q, a] = src[a] * sc[a]
-    return indptr[u + 1] - p0
+        dg[a] = one + delta * g[a]
+        dinv[a] = one / dg[a]
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -407,22 +421,29 @@ def _rows_axpy(Yu, t, out, tmp, k):
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _push_through(Yu, wu, nu, K, t, z, k):
+def _push_through(Yu, wu, nu, K, t, z, dinv, pre, k):
     """Exact solve of one row in the whitened basis through its ``nu x nu`` system
-    (push-through identity, ``z = Z_u^T t``)::
+    (push-through identity): with ``Z_u`` the row's gathered whitened factors (in ``Yu``) and
+    ``D`` its diagonal shared part (``dinv = D^{-1}``, used when ``pre``; else ``D = I``),
+    ``(D + Z_u^T W_u Z_u)^{-1} Z_u^T (1 + w) = D^{-1} Z_u^T t`` with::
 
-        (W_u^{-1} + Z_u Z_u^T) t = W_u^{-1} + 1
+        (W_u^{-1} + Z_u D^{-1} Z_u^T) t = W_u^{-1} + 1
 
-    ``Yu`` holds the row's gathered whitened factors ``Z_u``; ``K`` (at least nu x nu) and
-    ``t`` are scratch. Writes ``z`` and returns True, or returns False with ``z`` untouched
-    when a weight is not positive or the system is not numerically positive definite.
-    O(k nnz_u^2 + nnz_u^3), in plain loops (little code to compile)."""
+    ``K`` (at least nu x nu) and ``t`` are scratch. Writes ``z`` and returns True, or returns
+    False with ``z`` untouched when a weight is not positive or the system is not numerically
+    positive definite. O(k nnz_u^2 + nnz_u^3), in plain loops (little code to compile)."""
     for q in range(nu):
         if not wu[q] > 0:
             return False
     for q in range(nu):
         for p in range(q + 1):
-            K[q, p] = _dot(Yu[q], Yu[p], k)
+            if pre:
+                acc = Yu[q, 0] * np.float32(0)
+                for a in range(k):
+                    acc += Yu[q, a] * Yu[p, a] * dinv[a]
+                K[q, p] = acc
+            else:
+                K[q, p] = _dot(Yu[q], Yu[p], k)
         K[q, q] += 1 / wu[q]
         t[q] = 1 + 1 / wu[q]
     if not _cholesky_solve(K, t, nu):
@@ -433,6 +454,9 @@ def _push_through(Yu, wu, nu, K, t, z, k):
         tq = t[q]
         for a in range(k):
             z[a] += tq * Yu[q, a]
+    if pre:
+        for a in range(k):
+            z[a] *= dinv[a]
     return True
 
 
@@ -444,46 +468,96 @@ def cg_sweep(indptr, indices, w, Y, gram, lam_rows, X, loss_part, steps, block, 
     ``Y``. Returns -1 (``X`` untouched) when ``gram`` is not finite, else 0 (the convention of
     :func:`exact_sweep`).
 
-    With ``Y^T Y = Q diag(e) Q^T`` (:func:`eigenbasis`, once per half-sweep) and the rotated
-    other side ``Yr = Y Q`` (one BLAS product), row ``u``'s shared part is the diagonal
-    ``D_u = diag(e + lambda_u)``; with ``z = D_u^{1/2} Q^T x`` and ``z_i = D_u^{-1/2} Q^T y_i``
-    its system becomes ``(I + sum_i w_ui z_i z_i^T) z = sum_i (1 + w_ui) z_i``, and
-    ``x_u . y_i = z . z_i``. This is CG preconditioned by the shared part (Takacs, Pilaszy &
-    Tikk 2011 warm-start it; the preconditioner is our addition): a step costs O(k nnz_u) with
-    no k x k product, and all but at most nnz_u eigenvalues are 1, so short rows converge in a
-    few steps (one step solves an empty row). ``X`` moves to and from the rotated basis with a
-    few large BLAS products (:func:`rotated_rows`); each row scales its own ``z`` (O(k)) and
-    gathers its cells' scaled factors once into contiguous scratch and runs all its steps on
-    them while they are in cache. A step computes ``d . A d = d . d + sum_i w_i (z_i . d)^2``
-    from the pass ``Y_u d`` and then adds ``-step Y_u^T W_u Y_u d`` straight into the residual
-    (no vector ``A d``), except in a row's last step, which needs no new residual (a pass over
-    the cells fewer). ``s = Y_u z`` is carried through the steps (``s += step * Y_u d``) when
-    the loss is wanted, so it needs no extra pass over the cells. :func:`cg_rows` can give
-    short rows fewer steps.
+    In the basis of :class:`SweepBasis` (one eigendecomposition of ``Y^T Y`` a half-sweep, then
+    a few large BLAS products: :func:`rotated_sweep`), ``z = x Q D_0^{1/2}`` and
+    ``z_i = y_i Q D_0^{-1/2}``, row ``u``'s system is ``(D_u + sum_i w_ui z_i z_i^T) z =
+    sum_i (1 + w_ui) z_i`` with the diagonal ``D_u`` (the identity when every row has one
+    lambda), and ``x_u . y_i = z . z_i``. CG preconditioned by ``D_u`` is CG preconditioned by
+    the row's whole shared part (Takacs, Pilaszy & Tikk 2011 warm-start CG; the
+    preconditioner is our addition): a step costs O(k nnz_u) with no k x k product, and all
+    but at most nnz_u eigenvalues of the preconditioned system are 1, so short rows converge
+    in a few steps (one step solves an empty row). Each row gathers its cells' whitened
+    factors once into contiguous scratch and runs all its steps on them while they are in
+    cache. A step computes ``d . A d = d . D_u d + sum_i w_i (z_i . d)^2`` from the pass
+    ``Y_u d`` and then adds ``-step Y_u^T W_u Y_u d`` straight into the residual (no vector
+    ``A d``), except in a row's last step, which needs no new residual (a pass over the cells
+    fewer). ``s = Y_u z`` is carried through the steps (``s += step * Y_u d``) when the loss
+    is wanted, so it needs no extra pass over the cells. :func:`cg_rows` can give short rows
+    fewer steps.
     """
     step_cells = np.zeros(steps, dtype=np.int64)  # every row takes every step
     args = (indptr, indices, w, Y, gram, lam_rows, X, loss_part, block, Yr, threads)
     return rotated_sweep(cg_rows, (step_cells,), *args)
 
 
+@njit(inline="always", fastmath=_FASTMATH)
+def _cg_row(Yu, wu, nu, z, n_steps, want_loss, sd, t, sz, tmp, r, d, dg, dinv, pre, k):
+    """:func:`cg_rows`'s steps on one row (``pre``: preconditioned by the diagonal ``dg``, with
+    ``dinv = 1 / dg``; else ``dg = I``, and plain CG); ``sz`` receives ``Y_u z``."""
+    tiny = 1e-20
+    # residual r = b - A z = sum_i (1 + w_i - w_i s_i) z_i - D z, with s = Y_u z
+    _rows_dot(Yu, z, sd, k)
+    for q in range(nu):
+        sz[q] = sd[q]
+        t[q] = 1 + wu[q] - wu[q] * sd[q]
+    for a in range(k):
+        r[a] = -z[a] * dg[a] if pre else -z[a]
+    _rows_axpy(Yu, t, r, tmp, k)
+    for a in range(k):
+        d[a] = r[a] * dinv[a] if pre else r[a]
+    rs = _dot(r, d, k)  # r . D^{-1} r
+    dd = rs  # d . D d
+    for j in range(n_steps):
+        if rs < tiny:
+            break
+        # d . A d = d . D d + sum_i w_i (z_i . d)^2: the step before A d is built
+        _rows_dot(Yu, d, sd, k)
+        dad = dd
+        for q in range(nu):
+            dad += wu[q] * sd[q] * sd[q]
+        step = rs / dad
+        for a in range(k):
+            z[a] += step * d[a]
+        if want_loss:
+            for q in range(nu):
+                sz[q] += step * sd[q]
+        if j == n_steps - 1:
+            break  # the last step needs no new residual: no pass Y_u^T W_u Y_u d
+        # r -= step A d = step D d + sum_i step w_i (z_i . d) z_i
+        for a in range(k):
+            r[a] -= step * (d[a] * dg[a] if pre else d[a])
+        for q in range(nu):
+            t[q] = -step * wu[q] * sd[q]
+        _rows_axpy(Yu, t, r, tmp, k)
+        if pre:
+            for a in range(k):
+                tmp[a] = r[a] * dinv[a]
+            rs_new = _dot(r, tmp, k)
+        else:
+            rs_new = _dot(r, r, k)
+        beta = rs_new / rs
+        dd = d[0] * np.float32(0)
+        for a in range(k):
+            d[a] = (tmp[a] if pre else r[a]) + beta * d[a]
+            dd += d[a] * d[a] * dg[a] if pre else d[a] * d[a]
+        rs = rs_new
+
+
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def cg_rows(
-    indptr, indices, w, Yr, Z, loss_part, step_cells, block, evals, lam_rows, row_lo, row_hi
-):
-    """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` in the rotated basis: ``Yr`` the
-    rotated other side, ``Z`` the rotated rows ``Q^T x`` (updated in place; see
-    :func:`rotated_rows`), ``evals`` the eigenvalues of the other side's Gram matrix and
-    ``lam_rows`` each row's lambda (empty: one lambda for all rows, already whitened in ``Yr``
-    and ``Z`` by :func:`rotated_sweep`'s BLAS products). Step ``j`` (from 0) is taken by the rows with at least
+def cg_rows(indptr, indices, w, Yr, Z, loss_part, step_cells, block, g, delta, row_lo, row_hi):
+    """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` in the basis of
+    :class:`SweepBasis`: ``Yr`` the whitened other side, ``Z`` the rows in that basis (updated
+    in place; see :func:`rotated_rows`), ``g`` and ``delta`` as there (``delta`` empty: every
+    row has the shared part I). Step ``j`` (from 0) is taken by the rows with at least
     ``step_cells[j]`` cells (a row with n cells takes as many steps as there are entries at
-    most n, and at most n + 1 steps, which solve it). Every row's result is independent
-    of the others and of ``block`` (rows per scratch allocation). Returns 0."""
+    most n, and at most n + 1 steps, which solve it). Every row's result is independent of
+    the others and of ``block`` (rows per scratch allocation). Returns 0."""
     k = Yr.shape[1]
     n_blocks = (row_hi - row_lo + block - 1) // block
     want_loss = len(loss_part) > 0
-    tiny = 1e-20
-    sc = np.empty(k, dtype=Yr.dtype)
-    per_row = len(lam_rows) > 0  # else one lambda, whitened in the BLAS products
+    dg = np.empty(k, dtype=Yr.dtype)
+    dinv = np.empty(k, dtype=Yr.dtype)
+    per_row = len(delta) > 0
     for blk in range(n_blocks):
         lo = row_lo + blk * block
         hi = min(row_hi, lo + block)
@@ -497,65 +571,19 @@ def cg_rows(
         d = np.empty(k, dtype=Yr.dtype)
         for u in range(lo, hi):
             p0 = indptr[u]
-            nu = indptr[u + 1] - p0
+            nu = _gather(indptr, indices, Yr, u, Yu_buf)
             Yu = Yu_buf[:nu]
             wu = w[p0 : p0 + nu]
-            z = Z[u]
-            if per_row:
-                _row_scale(evals, lam_rows[u], sc, k)
-                _gather_scaled(indptr, indices, Yr, u, sc, Yu)
-                for a in range(k):  # rotated -> this row's whitened basis
-                    z[a] /= sc[a]
-            else:  # already whitened by the BLAS products (one lambda)
-                _gather(indptr, indices, Yr, u, Yu)
-            # residual r = b - A z = sum_i (1 + w_i - w_i s_i) z_i - z, with s = Y_u z
-            _rows_dot(Yu, z, sd, k)
-            for q in range(nu):
-                sz[q] = sd[q]
-                t[q] = 1 + wu[q] - wu[q] * sd[q]
-            for a in range(k):
-                r[a] = -z[a]
-            _rows_axpy(Yu, t, r, tmp, k)
-            rs = _dot(r, r, k)
-            dd = rs  # d . d
-            for a in range(k):
-                d[a] = r[a]
             n_steps = 0
             for j in range(len(step_cells)):
                 n_steps += step_cells[j] <= nu
             n_steps = min(n_steps, nu + 1)  # nu + 1 steps solve the row
-            for j in range(n_steps):
-                if rs < tiny:
-                    break
-                # d . A d = d . d + sum_i w_i (z_i . d)^2: the step before A d is built
-                _rows_dot(Yu, d, sd, k)
-                dad = dd
-                for q in range(nu):
-                    dad += wu[q] * sd[q] * sd[q]
-                step = rs / dad
-                for a in range(k):
-                    z[a] += step * d[a]
-                if want_loss:
-                    for q in range(nu):
-                        sz[q] += step * sd[q]
-                if j == n_steps - 1:
-                    break  # the last step needs no new residual: no pass Y_u^T W_u Y_u d
-                # r -= step A d = step d + sum_i step w_i (z_i . d) z_i
-                for a in range(k):
-                    r[a] -= step * d[a]
-                for q in range(nu):
-                    t[q] = -step * wu[q] * sd[q]
-                _rows_axpy(Yu, t, r, tmp, k)
-                rs_new = _dot(r, r, k)
-                beta = rs_new / rs
-                dd = d[0] * np.float32(0)
-                for a in range(k):
-                    d[a] = r[a] + beta * d[a]
-                    dd += d[a] * d[a]
-                rs = rs_new
-            if per_row:
-                for a in range(k):  # and back
-                    z[a] *= sc[a]
+            z = Z[u]
+            if per_row and delta[u] != 0:
+                _row_diagonal(g, delta[u], dg, dinv, k)
+                _cg_row(Yu, wu, nu, z, n_steps, want_loss, sd, t, sz, tmp, r, d, dg, dinv, True, k)
+            else:
+                _cg_row(Yu, wu, nu, z, n_steps, want_loss, sd, t, sz, tmp, r, d, dg, dinv, False, k)
             if want_loss:
                 acc = 0.0
                 for q in range(nu):
@@ -565,9 +593,9 @@ def cg_rows(
 
 
 def exact_sweep(indptr, indices, w, Y, gram, lam_rows, X, loss_part, block, Yr, threads=0):
-    """Exact half-sweep like :func:`cholesky_sweep`, in the rotated and per-row whitened basis
-    of :func:`cg_sweep` (same arguments, ``Yr`` scratch shaped like ``Y``): row ``u`` solves
-    ``(I + Z_u^T W_u Z_u) z = Z_u^T (1 + w_u)``.
+    """Exact half-sweep like :func:`cholesky_sweep`, in the basis of :func:`cg_sweep` (same
+    arguments, ``Yr`` scratch shaped like ``Y``): row ``u`` solves
+    ``(D_u + Z_u^T W_u Z_u) z = Z_u^T (1 + w_u)``.
 
     A row with fewer cells than k and positive weights solves the small ``nnz_u x nnz_u``
     system of :func:`_push_through` instead, in O(k nnz_u^2 + nnz_u^3) rather than
@@ -583,13 +611,14 @@ def exact_sweep(indptr, indices, w, Y, gram, lam_rows, X, loss_part, block, Yr, 
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, evals, lam_rows, row_lo, row_hi):
-    """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep` in the rotated basis (see
-    :func:`cg_rows`); returns the number of rows whose system was not numerically positive
-    definite."""
+def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, g, delta, row_lo, row_hi):
+    """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep` in the basis of
+    :class:`SweepBasis` (see :func:`cg_rows`); returns the number of rows whose system was not
+    numerically positive definite."""
     k = Yr.shape[1]
-    sc = np.empty(k, dtype=Yr.dtype)
-    per_row = len(lam_rows) > 0  # else one lambda, whitened in the BLAS products
+    dg = np.ones(k, dtype=Yr.dtype)
+    dinv = np.ones(k, dtype=Yr.dtype)
+    per_row = len(delta) > 0
     n_blocks = (row_hi - row_lo + block - 1) // block
     failed = 0
     want_loss = len(loss_part) > 0
@@ -602,20 +631,16 @@ def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, evals, lam_rows, row
         t = np.empty(mk, dtype=Yr.dtype)
         for u in range(lo, hi):
             p0 = indptr[u]
-            if per_row:
-                _row_scale(evals, lam_rows[u], sc, k)
-                nu = _gather_scaled(indptr, indices, Yr, u, sc, Yu)
-            else:
-                nu = _gather(indptr, indices, Yr, u, Yu)
+            nu = _gather(indptr, indices, Yr, u, Yu)
             wu = w[p0 : p0 + nu]
             z = Z[u]
-            if per_row:
-                for a in range(k):  # rotated -> this row's whitened basis
-                    z[a] /= sc[a]
-            if not (nu < k and _push_through(Yu[:nu], wu, nu, K, t, z, k)):
+            pre = per_row and delta[u] != 0
+            if pre:
+                _row_diagonal(g, delta[u], dg, dinv, k)
+            if not (nu < k and _push_through(Yu[:nu], wu, nu, K, t, z, dinv, pre, k)):
                 _cell_system(Yu, wu, nu, Yw, A, b, k)
                 for a in range(k):
-                    A[a, a] += 1
+                    A[a, a] += dg[a] if pre else 1
                 if _cholesky_solve(A, b, k):
                     for a in range(k):
                         z[a] = b[a]
@@ -623,9 +648,6 @@ def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, evals, lam_rows, row
                     failed += 1
             if want_loss:
                 loss_part[u] = _gathered_loss(Yu, wu, nu, z, k)
-            if per_row:
-                for a in range(k):  # and back
-                    z[a] *= sc[a]
     return failed
 
 
@@ -647,4 +669,22 @@ def observed_loss_rows(indptr, indices, w, X, Y, out, row_lo, row_hi):
     k = Y.shape[1]
     for u in range(row_lo, row_hi):
         out[u] = _row_loss(indptr, indices, w, Y, X[u], u, k)
+    return 0
+
+
+def weighted_norms(F, lam_rows, block, threads=0) -> float:
+    """``sum_u lam_rows[u] |F[u]|^2`` accumulated in float64, on the kernels' threads (the
+    penalty of rows regularized differently; a fixed sum order per block of rows)."""
+    out = np.zeros(len(F), dtype=np.float64)
+    lam = np.asarray(lam_rows, dtype=np.float64)
+    over_blocks(weighted_norm_rows, (F, lam, out), len(F), block, None, threads)
+    return float(out.sum())
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def weighted_norm_rows(F, lam, out, row_lo, row_hi):
+    """Rows ``row_lo..row_hi - 1`` of :func:`weighted_norms`, into ``out``; returns 0."""
+    k = F.shape[1]
+    for u in range(row_lo, row_hi):
+        out[u] = lam[u] * _dot64(F[u], F[u], k)
     return 0

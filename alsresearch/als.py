@@ -271,15 +271,16 @@ def _loss_from_parts(xtx: np.ndarray, yty: np.ndarray, observed: float, penalty:
     return float(np.sum(xtx * yty) + observed + penalty)
 
 
-def _penalty(F: np.ndarray, lam_rows: np.ndarray, gram: np.ndarray | None = None) -> float:
+def _penalty(
+    F: np.ndarray, lam_rows: np.ndarray, gram: np.ndarray | None = None, threads: int = 1
+) -> float:
     """``sum_u lambda_u |f_u|^2`` in float64; with one lambda for every row and ``gram = F^T
     F`` at hand, ``lambda trace(F^T F)`` (no pass over ``F``)."""
     if len(F) == 0:
         return 0.0
     if gram is not None and np.all(lam_rows == lam_rows[0]):
         return float(lam_rows[0] * np.trace(gram.astype(np.float64)))
-    norms = np.einsum("ij,ij->i", F, F, dtype=np.float64)
-    return float(norms @ lam_rows)
+    return _kernels.weighted_norms(F, lam_rows, _BLOCK, threads)
 
 
 def row_regularization(
@@ -581,8 +582,8 @@ class ALSModel(Recommender):
                 yty = _gram(self.item_factors, threads)
             self._yty = yty
             self._screen = None  # the sweeps changed item_factors in place
-            penalty = _penalty(self.user_factors, users.lam_rows, xtx)
-            penalty += _penalty(self.item_factors, items.lam_rows, yty)
+            penalty = _penalty(self.user_factors, users.lam_rows, xtx, threads)
+            penalty += _penalty(self.item_factors, items.lam_rows, yty, threads)
             loss = _loss_from_parts(xtx, yty, item_loss.sum(), penalty)
             self.loss_history.append(loss)
             if show_progress:

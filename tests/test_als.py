@@ -142,7 +142,7 @@ def test_an_interrupted_sweep_leaves_the_rows_in_their_own_basis(rng):
     """rotated_rows moves the rows to the rotated basis and back even when the kernel is
     interrupted (Ctrl-C between units), so the factors stay usable."""
     Y = rng.normal(scale=0.3, size=(30, 6))
-    Q, QT, _ = _kernels.eigenbasis(Y.T @ Y, Y.dtype)
+    basis = _kernels.SweepBasis.of(Y.T @ Y, np.full(50, LAM), Y.dtype)
     X0 = rng.normal(size=(50, 6))
     X = X0.copy()
 
@@ -150,7 +150,7 @@ def test_an_interrupted_sweep_leaves_the_rows_in_their_own_basis(rng):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _kernels.rotated_rows(interrupted, (X,), X, Q, QT, 16)
+        _kernels.rotated_rows(interrupted, (X,), X, basis.into, basis.back, 16)
     np.testing.assert_allclose(X, X0, rtol=1e-10, atol=1e-12)
 
 
@@ -181,9 +181,12 @@ def test_kernels_do_not_depend_on_the_thread_count(rng):
     counts = varied_counts(rng, n_users=300)
     Y = rng.normal(scale=0.3, size=(counts.shape[1], 16))
     X0 = rng.random((counts.shape[0], 16))
-    for solver in ("cholesky", "exact", "cg"):
+    per_row = LAM * rng.uniform(0.5, 4, size=counts.shape[0])
+    for solver, lam in (("cholesky", LAM), ("exact", LAM), ("cg", LAM), ("exact", per_row),
+                        ("cg", per_row)):  # fmt: skip
         one, three = (
-            kernel_half_sweep(solver, counts, Y, np.float32, X0=X0, threads=t) for t in (1, 3)
+            kernel_half_sweep(solver, counts, Y, np.float32, X0=X0, threads=t, lam=lam)
+            for t in (1, 3)
         )
         np.testing.assert_array_equal(one, three)
 
