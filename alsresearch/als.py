@@ -271,16 +271,60 @@ def _loss_from_parts(xtx: np.ndarray, yty: np.ndarray, observed: float, penalty:
     return float(np.sum(xtx * yty) + observed + penalty)
 
 
-def _penalty(
-    F: np.ndarray, lam_rows: np.ndarray, gram: np.ndarray | None = None, threads: int = 1
-) -> float:
-    """``sum_u lambda_u |f_u|^2`` in float64; with one lambda for every row and ``gram = F^T
-    F`` at hand, ``lambda trace(F^T F)`` (no pass over ``F``)."""
-    if len(F) == 0:
-        return 0.0
-    if gram is not None and np.all(lam_rows == lam_rows[0]):
-        return float(lam_rows[0] * np.trace(gram.astype(np.float64)))
-    return _kernels.weighted_norms(F, lam_rows, _BLOCK, threads)
+def _penalty(F: np.ndarray, lam_rows: np.ndarray) -> float:
+    """``sum_u lambda_u |f_u|^2`` in float64."""
+    return _Rotated(F).penalty(lam_rows, None, 1)
+
+
+class _Rotated:
+    """One side's factors during a fit, kept between half-sweeps in the basis of their last one
+    (:class:`alsresearch._kernels.SweepBasis`): the true factors are ``F back`` (``back``
+    None: ``F`` itself). A half-sweep then moves ``F`` straight from its last basis to the
+    next (one BLAS product with ``back into``) and reads the other side through ``back other``,
+    instead of moving every row back after each half-sweep: a third fewer basis changes.
+    ``back`` has orthogonal rows (``D_0^{-1/2} Q^T``), so ``|x_u|^2 = sum_a norm_a z_a^2``
+    with ``norm = diag(back back^T)``. ``F`` is the model's own array, changed in place;
+    :meth:`restore` gives it its true values."""
+
+    __slots__ = ("F", "back", "norm")
+
+    def __init__(self, F: np.ndarray) -> None:
+        self.F = F
+        self.back: np.ndarray | None = None
+        self.norm: np.ndarray | None = None
+
+    def times(self, M: np.ndarray) -> np.ndarray:
+        """The k x k matrix that takes ``F`` to the true factors times ``M``."""
+        return M if self.back is None else self.back @ M
+
+    def moved(self, into: np.ndarray, back: np.ndarray, threads: int) -> None:
+        """``F`` to the basis where the true factors are ``F back``, ``into`` being
+        ``back``'s inverse (one BLAS product per ``BASIS_ROWS`` rows)."""
+        _kernels.rows_times(self.F, self.times(into), self.F, threads)
+        self.back = back
+        self.norm = np.einsum("ij,ij->i", back, back)
+
+    def restore(self, threads: int) -> None:
+        if self.back is not None:
+            _kernels.rows_times(self.F, self.back, self.F, threads)
+            self.back = self.norm = None
+
+    def gram(self, threads: int) -> np.ndarray:
+        """The true factors' ``F^T F`` in ``F``'s precision."""
+        G = _gram(self.F, threads)
+        if self.back is None:
+            return G
+        return (self.back.T @ G.astype(np.float64) @ self.back).astype(G.dtype)
+
+    def penalty(self, lam_rows: np.ndarray, gram: np.ndarray | None, threads: int) -> float:
+        """``sum_u lambda_u |x_u|^2`` of the true factors in float64; with one lambda for
+        every row and their ``gram`` at hand, ``lambda trace(gram)`` (no pass over ``F``)."""
+        if len(self.F) == 0:
+            return 0.0
+        if gram is not None and np.all(lam_rows == lam_rows[0]):
+            return float(lam_rows[0] * np.trace(gram.astype(np.float64)))
+        norm = np.ones(self.F.shape[1]) if self.norm is None else self.norm
+        return _kernels.weighted_norms(self.F, lam_rows, norm, _BLOCK, threads)
 
 
 def row_regularization(
@@ -567,66 +611,83 @@ class ALSModel(Recommender):
         whitened = np.empty((max(data.n_users, data.n_items), k), dtype=dtype)
         yty = None
         blas = ThreadpoolController()  # finds the libraries once: limit() is then cheap
+        U, V = _Rotated(self.user_factors), _Rotated(self.item_factors)
         start = time.perf_counter()
-        for it in range(1, cfg.iterations + 1):
-            # the kernels run on `threads` threads and BLAS on one, so the two do not
-            # oversubscribe the cores; the callback runs with the caller's settings
+        try:
+            for it in range(1, cfg.iterations + 1):
+                # the kernels run on `threads` threads and BLAS on one, so the two do not
+                # oversubscribe the cores; the callback runs with the caller's settings
+                with blas.limit(limits=1, user_api="blas"):
+                    if yty is None:
+                        yty = V.gram(threads)
+                    sweep = (users, costs[id(users)], V, yty, U)
+                    self._half_sweep(*sweep, None, whitened, threads, schedules[id(users)])
+                    xtx = U.gram(threads)
+                    sweep = (items, costs[id(items)], U, xtx, V)
+                    self._half_sweep(*sweep, item_loss, whitened, threads, schedules[id(items)])
+                    yty = V.gram(threads)
+                    penalty = U.penalty(users.lam_rows, xtx, threads)
+                    penalty += V.penalty(items.lam_rows, yty, threads)
+                    if callback is not None:  # it sees the true factors
+                        U.restore(threads)
+                        V.restore(threads)
+                self._yty = None  # fold-in computes it from the true factors when needed
+                self._screen = None  # the sweeps changed item_factors in place
+                loss = _loss_from_parts(xtx, yty, item_loss.sum(), penalty)
+                self.loss_history.append(loss)
+                if show_progress:
+                    print(
+                        f"ALS iteration {it}/{cfg.iterations}: loss {loss:.6g} "
+                        f"({time.perf_counter() - start:.1f} s)",
+                        file=sys.stderr,
+                    )
+                if callback is not None and callback(it, self):
+                    break
+        finally:  # also when interrupted: the factors leave fit with their true values
             with blas.limit(limits=1, user_api="blas"):
-                if yty is None:
-                    yty = _gram(self.item_factors, threads)
-                sweep = (users, costs[id(users)], self.item_factors, yty, self.user_factors)
-                self._half_sweep(*sweep, None, whitened, threads, schedules[id(users)])
-                xtx = _gram(self.user_factors, threads)
-                sweep = (items, costs[id(items)], self.user_factors, xtx, self.item_factors)
-                self._half_sweep(*sweep, item_loss, whitened, threads, schedules[id(items)])
-                yty = _gram(self.item_factors, threads)
-            self._yty = yty
-            self._screen = None  # the sweeps changed item_factors in place
-            penalty = _penalty(self.user_factors, users.lam_rows, xtx, threads)
-            penalty += _penalty(self.item_factors, items.lam_rows, yty, threads)
-            loss = _loss_from_parts(xtx, yty, item_loss.sum(), penalty)
-            self.loss_history.append(loss)
-            if show_progress:
-                print(
-                    f"ALS iteration {it}/{cfg.iterations}: loss {loss:.6g} "
-                    f"({time.perf_counter() - start:.1f} s)",
-                    file=sys.stderr,
-                )
-            if callback is not None and callback(it, self):
-                break
+                U.restore(threads)
+                V.restore(threads)
         return self
 
     def _half_sweep(
         self,
         side: _Side,
         cost: np.ndarray,
-        other: np.ndarray,
+        other: _Rotated,
         gram: np.ndarray,
-        out: np.ndarray,
+        out: _Rotated,
         loss_part: np.ndarray | None,
         whitened: np.ndarray,
         threads: int,
         steps: np.ndarray | None,
     ) -> None:
-        """Update every row of ``out`` with ``other`` fixed, on ``threads`` threads;
-        ``loss_part`` (optional) receives each row's observed-cell part of the loss;
-        ``whitened`` is scratch for the rotated ``other`` (see :func:`_kernels.cg_sweep`), at
-        least as many rows as ``other``; ``steps`` is the side's :func:`_cg_schedule` (CG
-        only) and ``cost`` is ``side.cost(...)`` with it."""
+        """Update every row of ``out`` with ``other`` fixed (``gram`` its true ``Y^T Y``), on
+        ``threads`` threads, leaving ``out`` in this half-sweep's basis (see
+        :class:`_Rotated`); ``loss_part`` (optional) receives each row's observed-cell part
+        of the loss; ``whitened`` is scratch for the whitened ``other`` (see
+        :func:`_kernels.cg_sweep`), at least as many rows as ``other``; ``steps`` is the
+        side's :func:`_cg_schedule` (CG only) and ``cost`` is ``side.cost(...)`` with it."""
         loss_part = np.empty(0) if loss_part is None else loss_part
+        basis = _kernels.SweepBasis.of(gram, side.lam_rows, self.dtype)
+        if basis is None:
+            raise FloatingPointError(
+                "the factors' Gram matrix Y^T Y is not finite; lower alpha or use dtype='float64'"
+            )
+        Yr = whitened[: len(other.F)]
+        _kernels.rows_times(other.F, other.times(basis.other), Yr, threads)
+        out.moved(basis.into, basis.back, threads)
         n_blocks = len(cost) - 1
         units = max(_UNITS_PER_THREAD * threads, -(-n_blocks // _UNIT_BLOCKS))
         if self.config.solver == "cholesky":
             kernel, extra = _kernels.exact_rows, ()
         else:
             kernel, extra = _kernels.cg_rows, (steps,)
-        args = (side.indptr, side.indices, side.w, other, gram, side.lam_rows, out, loss_part)
-        args += (_BLOCK, whitened[: len(other)], threads, cost_bounds(cost, units))
-        failed = _kernels.rotated_sweep(kernel, extra, *args)
-        if failed < 0:
-            raise FloatingPointError(
-                "the factors' Gram matrix Y^T Y is not finite; lower alpha or use dtype='float64'"
-            )
+        args = (side.indptr, side.indices, side.w, Yr, out.F, loss_part, *extra, _BLOCK)
+        args += (basis.g, basis.delta)
+        n_rows = len(out.F)
+        failed = _kernels.over_blocks(
+            kernel, args, n_rows, _BLOCK, cost_bounds(cost, units), threads
+        )
         if failed:
             raise FloatingPointError(
                 f"{failed} per-row systems were not numerically positive definite; "

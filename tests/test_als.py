@@ -221,6 +221,48 @@ def test_a_fit_split_into_many_kernel_calls_equals_one_call_per_half_sweep(
     assert loss1 == loss2
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("scaling", ["none", "count"])
+def test_factors_kept_in_the_sweeps_basis_are_the_true_factors(counts, solver, scaling):
+    """Without a callback, fit keeps each side in its last half-sweep's basis between sweeps;
+    the factors it returns, and its losses, are those of a fit that moves them back after
+    every iteration (a callback sees true factors), up to float64 rounding."""
+    kw = dict(factors=8, iterations=4, solver=solver, dtype="float64", random_state=3)
+    kept = ALSModel(regularization_scaling=scaling, **kw).fit(counts)
+    back = ALSModel(regularization_scaling=scaling, **kw).fit(counts, callback=lambda i, m: None)
+    np.testing.assert_allclose(kept.user_factors, back.user_factors, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(kept.item_factors, back.item_factors, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(kept.loss_history, back.loss_history, rtol=1e-10)
+    want = objective(counts, kept.user_factors, kept.item_factors, ALPHA, LAM, mode=scaling)
+    assert kept.loss_history[-1] == pytest.approx(want, rel=1e-10)
+
+
+def test_an_interrupted_fit_leaves_the_true_factors(counts, monkeypatch):
+    """Ctrl-C in the second iteration's first kernel call, after the user rows moved to that
+    half-sweep's basis: fit still leaves the factors of the first iteration, as a fit of one
+    iteration gives them."""
+    import alsresearch._kernels as kernels
+
+    kw = dict(factors=8, solver="cg", dtype="float64", random_state=3)
+    one = ALSModel(iterations=1, **kw).fit(counts)
+    calls = []
+    real = kernels.over_blocks
+
+    def interrupting(kernel, *args, **kwargs):
+        if kernel is kernels.cg_rows:
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        return real(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "over_blocks", interrupting)
+    model = ALSModel(iterations=3, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(counts)
+    np.testing.assert_allclose(model.user_factors, one.user_factors, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(model.item_factors, one.item_factors, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-5)])
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 @pytest.mark.parametrize("scaling", ["raw", "log"])
