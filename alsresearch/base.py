@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from alsresearch.checks import check_int
-from alsresearch.data import Interactions
+from alsresearch.data import IdLookup, Interactions, checked_ids
 from alsresearch.errors import ModelFileError, NotFittedError
 from alsresearch.files import atomic_write, to_jsonable
 from alsresearch.limits import MAX_TOP_N
@@ -127,13 +127,21 @@ class Recommender(ABC):
     def _set_training_data(self, interactions: Interactions) -> None:
         """Remember the id maps and which items each user has (excluded from top-N); a refit
         forgets the previous ``training`` record."""
-        self.training = None
-        self.user_ids = interactions.user_ids
-        self.item_ids = interactions.item_ids
         seen = interactions.matrix.copy()
         seen.data = np.ones_like(seen.data, dtype=np.float32)
-        self.seen = sp.csr_matrix(seen, dtype=np.float32)
-        self._lookup = Interactions(self.seen, self.user_ids, self.item_ids)
+        seen = sp.csr_matrix(seen, dtype=np.float32)
+        self._set_seen(interactions.user_ids, interactions.item_ids, seen)
+
+    def _set_seen(self, user_ids: np.ndarray, item_ids: np.ndarray, seen: sp.csr_matrix) -> None:
+        """:meth:`_set_training_data` from checked parts, kept as they are (no copies): ids as
+        :class:`Interactions` holds them, ``seen`` a canonical float32 CSR of ones. The id
+        lookups are built on the first lookup (:class:`~alsresearch.data.IdLookup`)."""
+        self.training = None
+        self.user_ids = user_ids
+        self.item_ids = item_ids
+        self.seen = seen
+        self._user_lookup = IdLookup(user_ids, "user")
+        self._item_lookup = IdLookup(item_ids, "item")
 
     @property
     def is_fitted(self) -> bool:
@@ -155,11 +163,11 @@ class Recommender(ABC):
 
     def user_index(self, users, missing="raise") -> np.ndarray:
         self._check_fitted()
-        return self._lookup.user_index(users, missing=missing)
+        return self._user_lookup.index(users, missing)
 
     def item_index(self, items, missing="raise") -> np.ndarray:
         self._check_fitted()
-        return self._lookup.item_index(items, missing=missing)
+        return self._item_lookup.index(items, missing)
 
     def knows_user(self, user) -> bool:
         return bool(self.user_index([user], missing="ignore")[0] >= 0)
@@ -386,8 +394,15 @@ def model_class(model_type: str) -> type[Recommender]:
     return getattr(importlib.import_module(module_name), cls_name)
 
 
-def load_model(path: str | Path) -> Recommender:
+def load_model(path: str | Path, *, ranking_only: bool = False) -> Recommender:
     """Load any model saved by :meth:`Recommender.save`.
+
+    The seen items stay in the file's own index arrays (no copy of the matrix), and the id
+    lookups are built on the first lookup by id. ``ranking_only``: for a job that ranks
+    the known users by position (``alsresearch recommend-all``), the seen matrix's values (all
+    ones) are one read-only ``1.0`` broadcast over its cells instead of an array of them, 4
+    bytes a cell less; the model answers the same, but its ``seen.data`` cannot be written and
+    scipy may copy it where an operation needs the values (refitting replaces it).
 
     A missing, truncated, foreign or wrong-version file raises :class:`ModelFileError` (or
     FileNotFoundError) naming the path and the problem.
@@ -434,12 +449,22 @@ def load_model(path: str | Path) -> Recommender:
     try:
         model = cls(**config)
         n_users, n_items = len(data["user_ids"]), len(data["item_ids"])
-        indptr, indices = data["seen_indptr"], data["seen_indices"]
+        indptr, indices = data.pop("seen_indptr"), data.pop("seen_indices")
+        ones = np.broadcast_to(np.float32(1), len(indices)) if ranking_only else None
         seen = sp.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items)
-        )
+            (np.ones(len(indices), np.float32) if ones is None else ones, indices, indptr),
+            shape=(n_users, n_items),
+        )  # shares the file's index arrays
         seen.check_format(full_check=True)
-        model._set_training_data(Interactions(seen, data["user_ids"], data["item_ids"]))
+        if not seen.has_canonical_format:  # as Interactions makes it: sorted, each item once
+            seen = sp.csr_matrix(
+                (np.ones(seen.nnz, np.float32), seen.indices, seen.indptr), seen.shape
+            )
+            seen.sum_duplicates()
+            seen.data[:] = 1
+        user_ids = checked_ids(data.pop("user_ids"), n_users, "user_ids")
+        item_ids = checked_ids(data.pop("item_ids"), n_items, "item_ids")
+        model._set_seen(user_ids, item_ids, seen)
         model.set_state({k[len("state_") :]: v for k, v in data.items() if k.startswith("state_")})
         if "training" in data:  # absent in files written before it was recorded
             model.training = json.loads(str(data["training"]))

@@ -358,6 +358,57 @@ class CellEvents:
         return CellEvents(self.times[keep], self.weights[keep], indptr)
 
 
+def checked_ids(values: Iterable, n: int, name: str) -> np.ndarray:
+    """External ids as :class:`Interactions` keeps them (int64 or unicode strings, see
+    :func:`_as_id_array`), checked: ``n`` of them, no duplicates; else a ValueError naming
+    ``name``."""
+    ids = _as_id_array(values)
+    if ids.shape != (n,):
+        raise ValueError(f"{name} has {ids.shape} entries, the matrix needs {n}")
+    if len(pd.unique(ids)) != n:
+        raise ValueError(f"{name} contains duplicates")
+    return ids
+
+
+class IdLookup:
+    """Positions of external ids in one id array (``ids[p]`` is the id of position ``p``).
+
+    Nothing is built until the first lookup: then a dict for the one-plain-id case (pandas'
+    indexer has a fixed cost per call that dominates a one-id lookup) or a ``pandas.Index``
+    for the rest, each on its first use, so a model that only ranks by position (``alsresearch
+    recommend-all``) or a service that has not answered yet holds no lookup table.
+    """
+
+    __slots__ = ("__dict__", "ids", "kind")
+
+    def __init__(self, ids: np.ndarray, kind: str) -> None:
+        self.ids = ids
+        self.kind = kind
+
+    @cached_property
+    def _index(self) -> pd.Index:
+        return pd.Index(self.ids)
+
+    @cached_property
+    def _rows(self) -> dict:
+        return {v: r for r, v in enumerate(self.ids.tolist())}
+
+    @property
+    def built(self) -> list[str]:
+        """Which tables have been built so far: ``"dict"``, ``"index"`` (empty: none)."""
+        return [
+            name for name, attr in (("dict", "_rows"), ("index", "_index")) if attr in self.__dict__
+        ]
+
+    def index(self, ids, missing: Literal["raise", "ignore"] = "raise") -> np.ndarray:
+        """Positions of ``ids`` (one id or a list); unknown ids raise :class:`UnknownIdError`
+        naming the ``kind``, or give -1 with ``missing="ignore"``."""
+        one = _single_plain_id(ids, self.ids)
+        if one is not None and (row := self._rows.get(one)) is not None:
+            return np.array([row], dtype=np.int64) if isinstance(ids, list) else np.int64(row)
+        return _lookup(self._index, ids, self.kind, missing)
+
+
 class Interactions:
     """A users x items matrix of raw interaction counts, with external ids.
 
@@ -455,16 +506,12 @@ class Interactions:
         m.eliminate_zeros()
         n_users, n_items = m.shape
         self.matrix = m
-        self.user_ids = _as_id_array(np.arange(n_users) if user_ids is None else user_ids)
-        self.item_ids = _as_id_array(np.arange(n_items) if item_ids is None else item_ids)
-        for name, ids, n in (
-            ("user_ids", self.user_ids, n_users),
-            ("item_ids", self.item_ids, n_items),
-        ):
-            if ids.shape != (n,):
-                raise ValueError(f"{name} has {ids.shape} entries, the matrix needs {n}")
-            if len(pd.unique(ids)) != n:
-                raise ValueError(f"{name} contains duplicates")
+        self.user_ids = checked_ids(
+            np.arange(n_users) if user_ids is None else user_ids, n_users, "user_ids"
+        )
+        self.item_ids = checked_ids(
+            np.arange(n_items) if item_ids is None else item_ids, n_items, "item_ids"
+        )
         self.timestamps = timestamps
         self.events = events
         self.half_life = half_life
@@ -497,34 +544,20 @@ class Interactions:
 
     # ------------------------------------------------------------------ ids
     @cached_property
-    def _user_lookup(self) -> pd.Index:
-        return pd.Index(self.user_ids)
+    def _user_lookup(self) -> IdLookup:
+        return IdLookup(self.user_ids, "user")
 
     @cached_property
-    def _item_lookup(self) -> pd.Index:
-        return pd.Index(self.item_ids)
-
-    @cached_property
-    def _user_rows(self) -> dict:
-        return {u: r for r, u in enumerate(self.user_ids.tolist())}
-
-    @cached_property
-    def _item_rows(self) -> dict:
-        return {i: r for r, i in enumerate(self.item_ids.tolist())}
+    def _item_lookup(self) -> IdLookup:
+        return IdLookup(self.item_ids, "item")
 
     def user_index(self, ids, missing: Literal["raise", "ignore"] = "raise") -> np.ndarray:
         """Row numbers of external user ids; ``missing="ignore"`` gives -1 for unknown ids."""
-        one = _single_plain_id(ids, self.user_ids)
-        if one is not None and (row := self._user_rows.get(one)) is not None:
-            return np.array([row], dtype=np.int64) if isinstance(ids, list) else np.int64(row)
-        return _lookup(self._user_lookup, ids, "user", missing)
+        return self._user_lookup.index(ids, missing)
 
     def item_index(self, ids, missing: Literal["raise", "ignore"] = "raise") -> np.ndarray:
         """Column numbers of external item ids; ``missing="ignore"`` gives -1 for unknown ids."""
-        one = _single_plain_id(ids, self.item_ids)
-        if one is not None and (row := self._item_rows.get(one)) is not None:
-            return np.array([row], dtype=np.int64) if isinstance(ids, list) else np.int64(row)
-        return _lookup(self._item_lookup, ids, "item", missing)
+        return self._item_lookup.index(ids, missing)
 
     def same_id_space(self, other: Interactions) -> bool:
         """True when ``other`` has the same users and items in the same order."""

@@ -11,7 +11,13 @@ An interrupted run resumes: the same model, ``n`` and chunk size skip the parts 
 written; anything else is refused rather than mixed.
 
 Memory does not grow with the number of users: one chunk's top-n (``chunk_users x n``) and
-its table are alive at a time, beside the model.
+its table are alive at a time, beside the model, which is loaded for ranking only
+(:func:`~alsresearch.base.load_model` with ``ranking_only``: the file's arrays as they are, no
+id lookup, no array of seen-item values). ``benchmarks/bench_recommend_all.py --size L --users
+500000 --n 100`` (a 179 MiB model file, chunks of 10,000): peak RSS 327 MiB above the
+interpreter, 1.63x the model file plus one chunk of output (2.89x before the lean load); the
+target, 1.5x, is held back by the item-factor screen's float64 scratch while it is built on
+the first chunk (~130 MiB for a moment at 50k items, :func:`alsresearch._quantized.quantize`).
 """
 
 from __future__ import annotations
@@ -26,14 +32,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from alsresearch.base import load_model, validate_n
+from alsresearch.base import Recommender, load_model, validate_n
 from alsresearch.checks import check_int
 from alsresearch.files import atomic_write, file_digest, write_json
 
 __all__ = ["DEFAULT_CHUNK_USERS", "PrecomputeResult", "recommend_all"]
 
-#: users per chunk (one Parquet part): 10,000 users x n = 100 is 1M rows, ~16 MiB of table
+#: users per chunk (one Parquet part): 10,000 users x n = 100 is 1M rows, ~23 MiB of table
 DEFAULT_CHUNK_USERS = 10_000
+#: Parquet encoding of a part: dictionaries for the ids and ranks, none for the scores (nearly
+#: all distinct: their dictionary would cost ~25 MiB while a part is written, and bytes on disk)
+_ENCODING = {"use_dictionary": ["user_id", "rank", "item_id"]}
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 
@@ -92,7 +101,7 @@ def recommend_all(
         write_json(recorded, manifest, "manifest")
     (out / SUCCESS).unlink(missing_ok=True)
 
-    model = load_model(model_path)
+    model = load_model(model_path, ranking_only=True)
     n_users = model.n_users
     n = min(n, model.n_items)
     chunks = -(-n_users // chunk_users)
@@ -106,21 +115,7 @@ def recommend_all(
             resumed += 1
             rows += pq.ParquetFile(part).metadata.num_rows
             continue
-        idx, val = model.topk_rows(np.arange(lo, hi), n, exclude_seen)
-        keep = idx >= 0
-        per_user = keep.sum(axis=1)
-        table = pa.table(
-            {
-                "user_id": pa.array(np.repeat(model.user_ids[lo:hi], per_user), user_type),
-                "rank": pa.array(
-                    np.broadcast_to(np.arange(1, n + 1, dtype=np.int32), idx.shape)[keep]
-                ),
-                "item_id": pa.array(model.item_ids[idx[keep]], item_type),
-                "score": pa.array(val[keep].astype(np.float32)),
-            }
-        )
-        atomic_write(part, lambda fh, table=table: pq.write_table(table, fh))
-        rows += table.num_rows
+        rows += _write_part(part, model, lo, hi, n, exclude_seen, user_type, item_type)
         if progress:
             print(
                 f"\rrecommend-all: {hi:,}/{n_users:,} users, chunk {c + 1}/{chunks}",
@@ -132,6 +127,51 @@ def recommend_all(
         print(file=sys.stderr)
     (out / SUCCESS).write_text("")
     return PrecomputeResult(out, n_users, rows, chunks, resumed, time.perf_counter() - start)
+
+
+def _write_part(
+    part: Path,
+    model: Recommender,
+    lo: int,
+    hi: int,
+    n: int,
+    exclude_seen: bool,
+    user_type: pa.DataType,
+    item_type: pa.DataType,
+) -> int:
+    """Write the part ``part``: the top-``n`` of users ``lo:hi`` with their external ids;
+    returns its number of rows. Its arrays live only here, so one chunk's are alive at a time
+    (the ranking's index array is freed before the write)."""
+    table = _chunk_table(model, lo, hi, n, exclude_seen, user_type, item_type)
+    atomic_write(part, lambda fh: pq.write_table(table, fh, **_ENCODING))
+    return table.num_rows
+
+
+def _chunk_table(
+    model: Recommender,
+    lo: int,
+    hi: int,
+    n: int,
+    exclude_seen: bool,
+    user_type: pa.DataType,
+    item_type: pa.DataType,
+) -> pa.Table:
+    """The rows of users ``lo:hi``: the scores in the ranking's own array, and no masking
+    copies when every user has ``n`` items (the -1 padding is at the end of a list); the
+    index array is freed before the user and rank columns are made."""
+    idx, val = model.topk_rows(np.arange(lo, hi), n, exclude_seen)
+    per_user = np.count_nonzero(idx >= 0, axis=1)
+    keep = slice(None) if per_user.min(initial=n) == n else (idx >= 0).ravel()
+    items = pa.array(model.item_ids[idx.ravel()[keep]], item_type)
+    del idx
+    return pa.table(
+        {
+            "user_id": pa.array(np.repeat(model.user_ids[lo:hi], per_user), user_type),
+            "rank": pa.array(np.tile(np.arange(1, n + 1, dtype=np.int32), hi - lo)[keep]),
+            "item_id": items,
+            "score": pa.array(val.ravel()[keep].astype(np.float32, copy=False)),
+        }
+    )
 
 
 def _arrow_type(ids: np.ndarray) -> pa.DataType:

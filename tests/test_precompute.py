@@ -9,8 +9,10 @@ import pytest
 
 from alsresearch import precompute
 from alsresearch.als import ALSModel
+from alsresearch.base import load_model
 from alsresearch.cli import main
-from alsresearch.data import Interactions
+from alsresearch.data import IdLookup, Interactions
+from alsresearch.errors import UnknownIdError
 from tests.reference import ranked_items
 from tests.test_als import varied_counts
 
@@ -93,3 +95,59 @@ def test_the_command(model_file, tmp_path, capsys):
     table = pd.read_parquet(out)
     first = table[table.user_id == model.user_ids[0]]["item_id"].tolist()
     assert first == brute_force(model, 0, 3)
+
+
+def test_ranking_needs_no_id_lookup_and_the_lookups_are_built_on_demand(
+    model_file, tmp_path, monkeypatch
+):
+    path, model = model_file
+
+    def refuse(self, ids, missing="raise"):
+        raise AssertionError(f"an id lookup while ranking by position: {ids!r}")
+
+    with monkeypatch.context() as patch:  # recommend-all never looks an id up
+        patch.setattr(IdLookup, "index", refuse)
+        precompute.recommend_all(path, tmp_path / "recs", n=4, chunk_users=10, progress=False)
+    loaded = load_model(path)
+    assert loaded._user_lookup.built == [] and loaded._item_lookup.built == []
+    user = model.user_ids.tolist()[5]  # one plain str: the dict
+    assert loaded.recommend(user, 4)[0].tolist() == brute_force(model, 5, 4)
+    assert loaded._user_lookup.built == ["dict"] and loaded._item_lookup.built == []
+    users = model.user_ids[::-3].tolist()
+    assert loaded.user_index(users).tolist() == list(range(56, -1, -3))
+    assert loaded.item_index([73, 3]).tolist() == [10, 0]  # item i is 7 i + 3
+    with pytest.raises(UnknownIdError, match="unknown item id"):
+        loaded.item_index([4])
+    assert loaded._user_lookup.built == ["dict", "index"] and "index" in loaded._item_lookup.built
+
+
+def test_a_model_loaded_for_ranking_only_holds_no_array_of_ones(model_file):
+    path, model = model_file
+    lean = load_model(path, ranking_only=True)
+    assert lean.seen.data.strides == (0,) and not lean.seen.data.flags.writeable
+    assert lean.seen.shape == model.seen.shape and (lean.seen != model.seen).nnz == 0
+    rows = np.arange(model.n_users)
+    idx, _ = lean.topk_rows(rows, 9)
+    for row in rows:
+        assert [i for i in idx[row].tolist() if i >= 0] == ranked_items(model, row, 9), row
+
+
+@pytest.mark.parametrize("ranking_only", [False, True])
+def test_a_file_with_unsorted_repeated_seen_cells_loads_as_canonical(
+    model_file, tmp_path, ranking_only
+):
+    # files written by save are canonical; one that is not loads as Interactions made it:
+    # each seen item once, sorted, value 1
+    path, model = model_file
+    arrays = dict(np.load(path, allow_pickle=False))
+    indptr, indices = arrays["seen_indptr"], arrays["seen_indices"]
+    rows = [indices[indptr[u] : indptr[u + 1]].tolist() for u in range(model.n_users)]
+    messy = [r[::-1] + r[:1] for r in rows]  # reversed, the first item again
+    arrays["seen_indices"] = np.array([i for r in messy for i in r], dtype=indices.dtype)
+    arrays["seen_indptr"] = np.cumsum([0] + [len(r) for r in messy]).astype(indptr.dtype)
+    np.savez(tmp_path / "messy.npz", **arrays)
+    loaded = load_model(tmp_path / "messy.npz", ranking_only=ranking_only)
+    assert loaded.seen.has_canonical_format and loaded.seen.data.tolist() == [1.0] * loaded.seen.nnz
+    assert [loaded.seen[u].indices.tolist() for u in range(model.n_users)] == [
+        sorted(r) for r in rows
+    ]
