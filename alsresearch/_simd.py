@@ -1,6 +1,7 @@
-"""Two vector operations for the 4-bit screen of :mod:`alsresearch._quantized`, as numba
-intrinsics (LLVM IR written here, inlined into the calling kernel), and the choice of the code
-path they compile to.
+"""Vector operations as numba intrinsics (LLVM IR written here, inlined into the calling
+kernel): two for the 4-bit screen of :mod:`alsresearch._quantized` and the choice of the code
+path they compile to, and four on 16 float32 lanes (:data:`f32x16`) for the fit's basis
+changes (:func:`alsresearch._kernels.rows_times`).
 
 numba has no vector types and LLVM does not turn a plain loop of byte products into the CPU's
 integer dot-product instructions, which are what make a 4-bit screen cheaper than reading
@@ -51,6 +52,11 @@ __all__ = [
     "PORTABLE",
     "VNNI",
     "dot_nibbles",
+    "f32x16",
+    "fload",
+    "fmuladd",
+    "fstore",
+    "fzeros",
     "i32x16",
     "mode_of",
     "paths_for",
@@ -59,6 +65,7 @@ __all__ = [
     "target_cpu",
     "times",
     "upper_bound_mask",
+    "wide_float_vectors",
     "zeros",
 ]
 
@@ -383,3 +390,102 @@ def upper_bound_mask(typingctx, acc, mul, offset, sx, scale, r, m, pos, nx, nex,
         return builder.zext(mask16, ir.IntType(64))
 
     return sig, codegen
+
+
+# ---------------------------------------------------------------------- float32 vectors
+_VF32_PROBE = """
+define <16 x float> @probe(<16 x float> %acc, <16 x float> %a, <16 x float> %b) {
+  %r = call <16 x float> @llvm.fmuladd.v16f32(<16 x float> %a, <16 x float> %b, <16 x float> %acc)
+  ret <16 x float> %r
+}
+declare <16 x float> @llvm.fmuladd.v16f32(<16 x float>, <16 x float>, <16 x float>)
+"""
+
+
+@functools.cache
+def wide_float_vectors() -> bool:
+    """True when the compile target (:func:`target_cpu`) holds :data:`f32x16` in one register
+    (AVX-512): the register-blocked kernels on it need 21 of them, which an AVX2 target (two
+    256-bit halves each, 16 registers) would spill."""
+    name, features = target_cpu()
+    llvm_binding.initialize_native_target()
+    llvm_binding.initialize_native_asmprinter()
+    target = llvm_binding.Target.from_default_triple()
+    machine = target.create_target_machine(cpu=name, features=features, opt=2)
+    asm = machine.emit_assembly(llvm_binding.parse_assembly(_VF32_PROBE))
+    return "zmm" in asm
+
+
+class F32x16(types.Type):
+    """``<16 x float>``: 16 float32 lanes (one 512-bit register on AVX-512)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="f32x16")
+
+
+f32x16 = F32x16()
+
+
+@register_model(F32x16)
+class _F32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VF32)
+
+
+def _check_float32(array) -> None:
+    if not (isinstance(array, types.Array) and array.dtype == types.float32):
+        raise errors.TypingError(f"expected a float32 array, got {array}")
+    if array.layout != "C":
+        raise errors.TypingError(f"expected a C-contiguous array, got {array}")
+
+
+@intrinsic
+def fzeros(typingctx):
+    """16 float32 zeros."""
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_VF32, None)
+
+    return f32x16(), codegen
+
+
+@intrinsic
+def fload(typingctx, array, offset):
+    """16 float32 of a C-contiguous float32 array from flat element ``offset`` (any
+    alignment)."""
+    _check_float32(array)
+
+    def codegen(context, builder, signature, args):
+        return _load(context, builder, signature.args[0], args[0], args[1], _VF32)
+
+    return f32x16(array, types.intp), codegen
+
+
+@intrinsic
+def fstore(typingctx, array, offset, value):
+    """Write 16 float32 into a C-contiguous float32 array at flat element ``offset``."""
+    _check_float32(array)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        pointer = builder.bitcast(builder.gep(data, [args[1]]), _VF32.as_pointer())
+        builder.store(args[2], pointer, align=1)
+        return context.get_dummy_value()
+
+    return types.none(array, types.intp, f32x16), codegen
+
+
+@intrinsic
+def fmuladd(typingctx, acc, scalar, vector):
+    """``acc + scalar * vector`` per lane (fused where the CPU has FMA)."""
+    if scalar != types.float32:
+        raise errors.TypingError(f"scalar must be float32, got {scalar}")
+
+    def codegen(context, builder, signature, args):
+        acc_value, scalar_value, vector_value = args
+        undef = ir.Constant(_VF32, None)
+        one = builder.insert_element(undef, scalar_value, ir.Constant(_I32, 0))
+        spread = builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, 16), None))
+        return _call(builder, "llvm.fmuladd.v16f32", _VF32, [spread, vector_value, acc_value])
+
+    return f32x16(f32x16, types.float32, f32x16), codegen

@@ -154,6 +154,33 @@ def test_an_interrupted_sweep_leaves_the_rows_in_their_own_basis(rng):
     np.testing.assert_allclose(X, X0, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize(("n", "k", "in_place"), [(1031, 64, False), (1031, 64, True),
+                                                  (2051, 128, True), (7, 64, True)])  # fmt: skip
+def test_basis_changes_are_the_float64_product(rng, n, k, in_place):
+    """rows_times (the fit's basis changes: the register-blocked kernel on AVX-512 targets for
+    float32 with a multiple of 64 columns, else BLAS) and the kernel itself, called directly
+    so it is checked on any CPU: ``Y M`` to float32 rounding, in place too, rows beyond a
+    multiple of four included, the same on any number of threads."""
+    Y = rng.normal(size=(n, k)).astype(np.float32)
+    M = rng.normal(size=(k, k)).astype(np.float32)
+    want = Y.astype(np.float64) @ M.astype(np.float64)
+    tol = 1e-6 * np.abs(want).max()
+    results = []
+    for threads in (1, 3):
+        out = Y.copy() if in_place else np.empty_like(Y)
+        _kernels.rows_times(out if in_place else Y, M, out, threads)
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_allclose(results[0], want, atol=tol)
+    direct = np.empty_like(Y)
+    _kernels.times_rows(Y, M, direct, 0, n)
+    np.testing.assert_allclose(direct, want, atol=tol)
+    part = np.zeros_like(Y)
+    _kernels.times_rows(Y, M, part, 2, n - 1)  # a range: only its rows, the same values
+    np.testing.assert_array_equal(part[2 : n - 1], direct[2 : n - 1])
+    assert not part[:2].any() and not part[n - 1 :].any()
+
+
 def test_the_gram_matrix_does_not_depend_on_the_thread_count(rng):
     """fit's ``F^T F`` sums fixed chunks of rows on the kernels' threads."""
     from alsresearch.als import _GRAM_ROWS, _gram
