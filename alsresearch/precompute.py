@@ -14,10 +14,10 @@ Memory does not grow with the number of users: one chunk's top-n (``chunk_users 
 its table are alive at a time, beside the model, which is loaded for ranking only
 (:func:`~alsresearch.base.load_model` with ``ranking_only``: the file's arrays as they are, no
 id lookup, no array of seen-item values). ``benchmarks/bench_recommend_all.py --size L --users
-500000 --n 100`` (a 179 MiB model file, chunks of 10,000): peak RSS 327 MiB above the
-interpreter, 1.63x the model file plus one chunk of output (2.89x before the lean load); the
-target, 1.5x, is held back by the item-factor screen's float64 scratch while it is built on
-the first chunk (~130 MiB for a moment at 50k items, :func:`alsresearch._quantized.quantize`).
+500000 --n 100`` (a 179 MiB model file, chunks of 10,000): peak RSS 296-298 MiB above the
+interpreter, 1.47-1.48x the model file plus one chunk of output, within the 1.5x target (2.89x
+before the lean load, 1.63x before :func:`alsresearch._quantized.quantize` built the
+item-factor screen a batch of items at a time).
 """
 
 from __future__ import annotations

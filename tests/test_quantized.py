@@ -6,6 +6,8 @@ their selection are tested in tests/test_simd_paths.py."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -207,6 +209,90 @@ def test_exactly_representable_items_near_ties(rng, path):
     assert_matches(idx, val, X, Y, rows, 30)
 
 
+def quantize_reference(Y):
+    """The screen's quantities as the docstrings of quantize and QuantizedItems define them,
+    from the whole matrix at once in float64, in screen order (padding excluded): (order,
+    scale, codes u = q + 128, resid, mnorm, w = rc + rho mc, norms)."""
+    Y64 = np.asarray(Y, dtype=np.float64)
+    norms = np.sqrt((Y64 * Y64).sum(axis=1))
+    order = np.argsort(-norms, kind="stable")  # longest first, ties to the lower index
+    Y64, norms = Y64[order], norms[order]
+    scale = (np.abs(Y64).max(axis=1) / 127).astype(np.float32)
+    s = scale.astype(np.float64)[:, None]
+    q = np.zeros_like(Y64)
+    nonzero = scale > 0
+    q[nonzero] = np.clip(np.rint(Y64[nonzero] / s[nonzero]), -127, 127)
+    u = (q + 128).astype(np.int64)
+    centre = s * (16 * (u // 16) - 120.5)
+    rho = np.sqrt(Y64.shape[1]) / 254 * 1.001
+    resid = np.sqrt(((Y64 - s * q) ** 2).sum(axis=1)) + 1e-12 * norms
+    mnorm = np.sqrt(((s * q) ** 2).sum(axis=1))
+    w = np.sqrt(((Y64 - centre) ** 2).sum(axis=1)) + rho * np.sqrt((centre**2).sum(axis=1))
+    return order, scale, u, resid, mnorm, w, norms
+
+
+def unpack_nibbles(plane, loads, n_slots):
+    """``(n_slots, 8 * loads)`` nibbles from the byte layout QuantizedItems.coarse documents:
+    byte ``t * 64 + 4 l + d`` of a block holds factor ``4 t + d`` of its item ``l`` in the low
+    nibble and factor ``4 (t + loads) + d`` in the high nibble."""
+    out = np.zeros((n_slots, 8 * loads), dtype=np.int64)
+    for b in range(n_slots // 16):
+        block = plane[b * loads * 64 : (b + 1) * loads * 64].astype(np.int64)
+        for t in range(loads):
+            for lane in range(16):
+                for d in range(4):
+                    byte = block[t * 64 + 4 * lane + d]
+                    out[b * 16 + lane, 4 * t + d] = byte & 15
+                    out[b * 16 + lane, 4 * (t + loads) + d] = byte >> 4
+    return out
+
+
+@pytest.mark.parametrize("batch", [64, 100])
+def test_quantize_in_batches_matches_a_whole_matrix_reference(rng, batch):
+    # issue 18: quantize works batch items at a time to bound its float64 scratch. 1000 items
+    # (not a multiple of 16: padding), 21 factors (not a multiple of 8), an all-zero item and
+    # exact duplicates in different batches (equal norms: the lower index first)
+    n, k = 1000, 21
+    Y = rng.standard_normal((n, k)) * rng.lognormal(0.0, 1.0, size=(n, 1))
+    Y[[700, 950]] = Y[3]
+    Y[500] = 0.0
+    Y = Y.astype(np.float32)
+    index = quantize(Y, batch=batch)
+    order, scale, u, resid, mnorm, w, norms = quantize_reference(Y)
+    n_slots, loads = len(index.order), index.loads
+    assert loads == 3 and n_slots == 1008  # ceil(21 / 8) loads, 63 blocks of 16
+    assert order[np.isin(order, [3, 700, 950])].tolist() == [3, 700, 950]
+
+    np.testing.assert_array_equal(index.order, np.r_[order, [-1] * (n_slots - n)])
+    np.testing.assert_array_equal(index.scale, np.r_[scale, np.zeros(n_slots - n, np.float32)])
+    codes = np.zeros((n_slots, 8 * loads), dtype=np.int64)
+    codes[:n, :k] = u
+    np.testing.assert_array_equal(unpack_nibbles(index.coarse, loads, n_slots), codes // 16)
+    np.testing.assert_array_equal(unpack_nibbles(index.fine, loads, n_slots), codes % 16)
+
+    def padded(values):
+        return np.r_[values, np.zeros(n_slots - n)]
+
+    np.testing.assert_allclose(index.resid, padded(resid), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(index.mnorm, padded(mnorm), rtol=1e-12, atol=0)
+    f32 = 2.0**-23  # one float32 rounding of nearly equal float64 values
+    margin = 4e-6 * norms
+    np.testing.assert_allclose(index.resid32, padded(resid * (1 + 1e-5) + margin), rtol=f32)
+    np.testing.assert_allclose(index.mnorm32, padded(mnorm * (1 + 1e-5)), rtol=f32)
+    np.testing.assert_allclose(index.coarse_slack32, padded(w * (1 + 1e-5) + margin), rtol=f32)
+    block_norm = padded(norms).reshape(-1, 16).max(axis=1) * (1 + 1e-12)
+    np.testing.assert_allclose(index.block_norm, block_norm, rtol=1e-12, atol=0)
+
+    # the batch size changes nothing, and the screen still answers exactly
+    whole = quantize(Y, batch=n)
+    for field in dataclasses.fields(index):
+        np.testing.assert_array_equal(getattr(index, field.name), getattr(whole, field.name))
+    X = rng.standard_normal((40, k)).astype(np.float32)
+    rows = np.arange(len(X))
+    idx, val = topk_quantized(index, X, rows, 10)
+    assert_matches(idx, val, X, Y, rows, 10)
+
+
 def test_bad_input(factors):
     X, Y = factors
     index = quantize(Y)
@@ -216,6 +302,10 @@ def test_bad_input(factors):
         topk_quantized(index, X, [0], len(Y) + 1)
     with pytest.raises(ValueError, match="finite"):
         quantize(np.full((3, 2), np.nan))
+    with pytest.raises(ValueError, match="finite"):  # a NaN in a later batch
+        quantize(np.r_[np.ones((5, 2)), [[0.0, np.inf]]], batch=2)
+    with pytest.raises(ValueError, match="batch must be"):
+        quantize(Y, batch=0)
 
 
 # ---------------------------------------------------------------------------- ALSModel hook
