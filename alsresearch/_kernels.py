@@ -413,8 +413,19 @@ def rotated_sweep(
     if basis is None:
         return -1
     rows_times(Y, basis.other, Yr, threads)
-    args = (indptr, indices, w, Yr, X, loss_part, *extra, block, basis.g, basis.delta)
+    norms = np.zeros(0)
+    args = (indptr, indices, w, Yr, X, loss_part, *extra, block, basis.g, basis.delta, norms)
     return rotated_rows(kernel, args, X, basis.into, basis.back, block, units, threads)
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _basis_norm(z, g, k):
+    """``|x|^2`` of a row ``z`` in the basis of :class:`SweepBasis` (``x = z back`` and
+    ``back back^T = diag(g)``), in float64."""
+    acc = 0.0
+    for a in range(k):
+        acc += np.float64(g[a]) * z[a] * z[a]
+    return acc
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -602,16 +613,18 @@ def _cg_row(Yu, wu, nu, z, n_steps, want_loss, sd, t, sz, tmp, r, d, dg, dinv, p
         if j == n_steps - 1:
             break  # the last step needs no new residual: no pass Y_u^T W_u Y_u d
         # r -= step A d = step D d + sum_i step w_i (z_i . d) z_i
-        for a in range(k):
-            r[a] -= step * (d[a] * dg[a] if pre else d[a])
         for q in range(nu):
             t[q] = -step * wu[q] * sd[q]
-        _rows_axpy(Yu, t, r, tmp, k)
         if pre:
-            for a in range(k):
+            _rows_axpy(Yu, t, r, tmp, k)
+            for a in range(k):  # and the preconditioned residual D^{-1} r into tmp
+                r[a] -= step * d[a] * dg[a]
                 tmp[a] = r[a] * dinv[a]
             rs_new = _dot(r, tmp, k)
         else:
+            for a in range(k):
+                r[a] -= step * d[a]
+            _rows_axpy(Yu, t, r, tmp, k)
             rs_new = _dot(r, r, k)
         beta = rs_new / rs
         dd = d[0] * np.float32(0)
@@ -622,17 +635,22 @@ def _cg_row(Yu, wu, nu, z, n_steps, want_loss, sd, t, sz, tmp, r, d, dg, dinv, p
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def cg_rows(indptr, indices, w, Yr, Z, loss_part, step_cells, block, g, delta, row_lo, row_hi):
+def cg_rows(
+    indptr, indices, w, Yr, Z, loss_part, step_cells, block, g, delta, norms, row_lo, row_hi
+):
     """The rows ``row_lo..row_hi - 1`` of :func:`cg_sweep` in the basis of
-    :class:`SweepBasis`: ``Yr`` the whitened other side, ``Z`` the rows in that basis (updated
-    in place; see :func:`rotated_rows`), ``g`` and ``delta`` as there (``delta`` empty: every
-    row has the shared part I). Step ``j`` (from 0) is taken by the rows with at least
-    ``step_cells[j]`` cells (a row with n cells takes as many steps as there are entries at
-    most n, and at most n + 1 steps, which solve it). Every row's result is independent of
-    the others and of ``block`` (rows per scratch allocation). Returns 0."""
+        :class:`SweepBasis`: ``Yr`` the whitened other side, ``Z`` the rows in that basis (updated
+        in place; see :func:`rotated_rows`), ``g`` and ``delta`` as there (``delta`` empty: every
+        row has the shared part I); ``norms`` (length 0 to skip) receives each row's ``|x_u|^2``
+    after its update (:func:`_basis_norm`: the penalty of per-row lambdas, at no extra pass).
+    Step ``j`` (from 0) is taken by the rows with at least
+        ``step_cells[j]`` cells (a row with n cells takes as many steps as there are entries at
+        most n, and at most n + 1 steps, which solve it). Every row's result is independent of
+        the others and of ``block`` (rows per scratch allocation). Returns 0."""
     k = Yr.shape[1]
     n_blocks = (row_hi - row_lo + block - 1) // block
     want_loss = len(loss_part) > 0
+    want_norms = len(norms) > 0
     dg = np.empty(k, dtype=Yr.dtype)
     dinv = np.empty(k, dtype=Yr.dtype)
     per_row = len(delta) > 0
@@ -667,6 +685,8 @@ def cg_rows(indptr, indices, w, Yr, Z, loss_part, step_cells, block, g, delta, r
                 for q in range(nu):
                     acc += (1.0 + wu[q]) * (1.0 - sz[q]) ** 2 - sz[q] * sz[q]
                 loss_part[u] = acc
+            if want_norms:
+                norms[u] = _basis_norm(z, g, k)
     return 0
 
 
@@ -689,9 +709,10 @@ def exact_sweep(indptr, indices, w, Y, gram, lam_rows, X, loss_part, block, Yr, 
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, g, delta, row_lo, row_hi):
+def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, g, delta, norms, row_lo, row_hi):
     """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep` in the basis of
-    :class:`SweepBasis` (see :func:`cg_rows`); returns the number of rows whose system was not
+    :class:`SweepBasis` (see :func:`cg_rows`, also for ``norms``); returns the number of rows
+    whose system was not
     numerically positive definite."""
     k = Yr.shape[1]
     dg = np.ones(k, dtype=Yr.dtype)
@@ -700,6 +721,7 @@ def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, g, delta, row_lo, ro
     n_blocks = (row_hi - row_lo + block - 1) // block
     failed = 0
     want_loss = len(loss_part) > 0
+    want_norms = len(norms) > 0
     for blk in range(n_blocks):
         lo = row_lo + blk * block
         hi = min(row_hi, lo + block)
@@ -726,6 +748,8 @@ def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, g, delta, row_lo, ro
                     failed += 1
             if want_loss:
                 loss_part[u] = _gathered_loss(Yu, wu, nu, z, k)
+            if want_norms:
+                norms[u] = _basis_norm(z, g, k)
     return failed
 
 

@@ -286,12 +286,15 @@ class _Rotated:
     with ``norm = diag(back back^T)``. ``F`` is the model's own array, changed in place;
     :meth:`restore` gives it its true values."""
 
-    __slots__ = ("F", "back", "norm")
+    __slots__ = ("F", "back", "norm", "row_norms")
 
     def __init__(self, F: np.ndarray) -> None:
         self.F = F
         self.back: np.ndarray | None = None
         self.norm: np.ndarray | None = None
+        #: each row's ``|x_u|^2``, written by the last half-sweep's kernel when the rows have
+        #: their own lambdas (else None)
+        self.row_norms: np.ndarray | None = None
 
     def times(self, M: np.ndarray) -> np.ndarray:
         """The k x k matrix that takes ``F`` to the true factors times ``M``."""
@@ -323,6 +326,8 @@ class _Rotated:
             return 0.0
         if gram is not None and np.all(lam_rows == lam_rows[0]):
             return float(lam_rows[0] * np.trace(gram.astype(np.float64)))
+        if self.row_norms is not None:
+            return float(self.row_norms @ lam_rows)
         norm = np.ones(self.F.shape[1]) if self.norm is None else self.norm
         return _kernels.weighted_norms(self.F, lam_rows, norm, _BLOCK, threads)
 
@@ -682,8 +687,11 @@ class ALSModel(Recommender):
             kernel, extra = _kernels.exact_rows, ()
         else:
             kernel, extra = _kernels.cg_rows, (steps,)
+        if len(basis.delta) and out.row_norms is None:
+            out.row_norms = np.empty(len(out.F))
+        norms = np.zeros(0) if out.row_norms is None else out.row_norms
         args = (side.indptr, side.indices, side.w, Yr, out.F, loss_part, *extra, _BLOCK)
-        args += (basis.g, basis.delta)
+        args += (basis.g, basis.delta, norms)
         n_rows = len(out.F)
         failed = _kernels.over_blocks(
             kernel, args, n_rows, _BLOCK, cost_bounds(cost, units), threads
