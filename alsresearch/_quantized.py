@@ -144,10 +144,10 @@ def quantize(item_factors: np.ndarray, batch: int = QUANTIZE_BATCH) -> Quantized
 
     The items are quantised ``batch`` screen positions at a time (the norms, and the order
     they give, are computed first for all items): the float64 working arrays are then ``batch
-    x k`` instead of ``n_items x k``. Built whole, at 50k items and 64 factors, they took ~130
-    MiB at once for a 12 MiB matrix, and the allocator kept about half of it resident
-    afterwards, the largest part of ``alsresearch recommend-all``'s memory beyond the model.
-    Every quantity is a function of one item's row, so the result does not depend on
+    x k`` instead of ``n_items x k``: built whole, they took about ten times the item
+    factors' own size at once, and the allocator kept about half of it resident afterwards,
+    the largest part of ``alsresearch recommend-all``'s memory beyond the model (the README's
+    Daily loop section has the figures). Every quantity is a function of one item's row, so the result does not depend on
     ``batch``.
     """
     Y = np.ascontiguousarray(item_factors)

@@ -13,11 +13,9 @@ written; anything else is refused rather than mixed.
 Memory does not grow with the number of users: one chunk's top-n (``chunk_users x n``) and
 its table are alive at a time, beside the model, which is loaded for ranking only
 (:func:`~alsresearch.base.load_model` with ``ranking_only``: the file's arrays as they are, no
-id lookup, no array of seen-item values). ``benchmarks/bench_recommend_all.py --size L --users
-500000 --n 100`` (a 179 MiB model file, chunks of 10,000): peak RSS 296-298 MiB above the
-interpreter, 1.47-1.48x the model file plus one chunk of output, within the 1.5x target (2.89x
-before the lean load, 1.63x before :func:`alsresearch._quantized.quantize` built the
-item-factor screen a batch of items at a time).
+id lookup, no array of seen-item values), and the item-factor screen is built a batch of
+items at a time (:func:`alsresearch._quantized.quantize`). ``benchmarks/bench_recommend_all.py``
+measures the peak against the model file plus one chunk (the README has the figures).
 """
 
 from __future__ import annotations

@@ -404,7 +404,7 @@ def test_heartbeat_is_not_starved_by_a_long_fit(url, tmp_path):
         **SMALL,
         "params": {"alpha": {"type": "float", "low": 1.0, "high": 10.0, "log": True}},
         "defaults": {"alpha": 5.0},
-        "fixed": {"solver": "cg", "factors": 256, "iterations": 100, "regularization": 0.1},
+        "fixed": {"solver": "cg", "factors": 256, "iterations": 200, "regularization": 0.1},
         "validation": {**SMALL["validation"], "every": 100},
     }
     space = write_space(tmp_path / "space.yaml", spec)
