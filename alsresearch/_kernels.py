@@ -768,24 +768,20 @@ def observed_loss_rows(indptr, indices, w, X, Y, out, row_lo, row_hi):
     return 0
 
 
-def weighted_norms(F, lam_rows, column_weights, block, threads=0) -> float:
-    """``sum_u lam_rows[u] sum_a column_weights[a] F[u, a]^2`` accumulated in float64, on the
-    kernels' threads (the penalty of rows regularized differently, of factors kept in a basis
-    with orthogonal rows; a fixed sum order per row)."""
+def weighted_norms(F, lam_rows, block, threads=0) -> float:
+    """``sum_u lam_rows[u] |F[u]|^2`` accumulated in float64, on the kernels' threads (the
+    penalty of rows regularized differently, for :func:`alsresearch.als.objective`; a fit
+    gets it from its kernels' ``norms``)."""
     out = np.zeros(len(F), dtype=np.float64)
     lam = np.asarray(lam_rows, dtype=np.float64)
-    c = np.asarray(column_weights, dtype=np.float64)
-    over_blocks(weighted_norm_rows, (F, lam, c, out), len(F), block, None, threads)
+    over_blocks(weighted_norm_rows, (F, lam, out), len(F), block, None, threads)
     return float(out.sum())
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def weighted_norm_rows(F, lam, c, out, row_lo, row_hi):
+def weighted_norm_rows(F, lam, out, row_lo, row_hi):
     """Rows ``row_lo..row_hi - 1`` of :func:`weighted_norms`, into ``out``; returns 0."""
     k = F.shape[1]
     for u in range(row_lo, row_hi):
-        acc = 0.0
-        for a in range(k):
-            acc += c[a] * F[u, a] * F[u, a]
-        out[u] = lam[u] * acc
+        out[u] = lam[u] * _dot64(F[u], F[u], k)
     return 0

@@ -282,16 +282,14 @@ class _Rotated:
     None: ``F`` itself). A half-sweep then moves ``F`` straight from its last basis to the
     next (one BLAS product with ``back into``) and reads the other side through ``back other``,
     instead of moving every row back after each half-sweep: a third fewer basis changes.
-    ``back`` has orthogonal rows (``D_0^{-1/2} Q^T``), so ``|x_u|^2 = sum_a norm_a z_a^2``
-    with ``norm = diag(back back^T)``. ``F`` is the model's own array, changed in place;
-    :meth:`restore` gives it its true values."""
+    ``F`` is the model's own array, changed in place; :meth:`restore` gives it its true
+    values."""
 
-    __slots__ = ("F", "back", "norm", "row_norms")
+    __slots__ = ("F", "back", "row_norms")
 
     def __init__(self, F: np.ndarray) -> None:
         self.F = F
         self.back: np.ndarray | None = None
-        self.norm: np.ndarray | None = None
         #: each row's ``|x_u|^2``, written by the last half-sweep's kernel when the rows have
         #: their own lambdas (else None)
         self.row_norms: np.ndarray | None = None
@@ -305,12 +303,11 @@ class _Rotated:
         ``back``'s inverse (one BLAS product per ``BASIS_ROWS`` rows)."""
         _kernels.rows_times(self.F, self.times(into), self.F, threads)
         self.back = back
-        self.norm = np.einsum("ij,ij->i", back, back)
 
     def restore(self, threads: int) -> None:
         if self.back is not None:
             _kernels.rows_times(self.F, self.back, self.F, threads)
-            self.back = self.norm = None
+            self.back = None
 
     def gram(self, threads: int) -> np.ndarray:
         """The true factors' ``F^T F`` in ``F``'s precision."""
@@ -326,10 +323,11 @@ class _Rotated:
             return 0.0
         if gram is not None and np.all(lam_rows == lam_rows[0]):
             return float(lam_rows[0] * np.trace(gram.astype(np.float64)))
-        if self.row_norms is not None:
+        if self.row_norms is not None:  # the kernels' (per-row lambdas, during a fit)
             return float(self.row_norms @ lam_rows)
-        norm = np.ones(self.F.shape[1]) if self.norm is None else self.norm
-        return _kernels.weighted_norms(self.F, lam_rows, norm, _BLOCK, threads)
+        if self.back is not None:
+            raise RuntimeError("the penalty of rotated factors needs the kernels' row norms")
+        return _kernels.weighted_norms(self.F, lam_rows, _BLOCK, threads)
 
 
 def row_regularization(
