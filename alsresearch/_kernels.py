@@ -236,14 +236,6 @@ def cholesky_rows(indptr, indices, w, Y, G, X, loss_part, block, row_lo, row_hi)
     return failed
 
 
-def _eigh(gram):
-    G = np.asarray(gram, dtype=np.float64)
-    if not np.all(np.isfinite(G)):
-        return None
-    evals, Q = scipy.linalg.eigh(G, check_finite=False)
-    return np.maximum(evals, 0), Q
-
-
 @dataclass(frozen=True)
 class SweepBasis:
     """The basis of one half-sweep's rotated-basis kernel (:func:`cg_rows`, :func:`exact_rows`),
@@ -270,10 +262,11 @@ class SweepBasis:
     def of(cls, gram, lam_rows, dtype) -> SweepBasis | None:
         """The basis for ``gram`` (the other side's ``Y^T Y``) and ``lam_rows``; None when
         ``gram`` is not finite."""
-        basis = _eigh(gram)
-        if basis is None:
+        G = np.asarray(gram, dtype=np.float64)
+        if not np.all(np.isfinite(G)):
             return None
-        evals, Q = basis
+        evals, Q = scipy.linalg.eigh(G, check_finite=False)
+        evals = np.maximum(evals, 0)  # as they are in exact arithmetic
         lam = np.asarray(lam_rows, dtype=np.float64)
         lam0 = float(lam.min()) if len(lam) else 1.0
         d0 = evals + lam0
@@ -706,8 +699,7 @@ def exact_sweep(indptr, indices, w, Y, gram, lam_rows, X, loss_part, block, Yr, 
 def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, g, delta, norms, row_lo, row_hi):
     """The rows ``row_lo..row_hi - 1`` of :func:`exact_sweep` in the basis of
     :class:`SweepBasis` (see :func:`cg_rows`, also for ``norms``); returns the number of rows
-    whose system was not
-    numerically positive definite."""
+    whose system was not numerically positive definite."""
     k = Yr.shape[1]
     dg = np.ones(k, dtype=Yr.dtype)
     dinv = np.ones(k, dtype=Yr.dtype)
@@ -728,13 +720,12 @@ def exact_rows(indptr, indices, w, Yr, Z, loss_part, block, g, delta, norms, row
             nu = _gather(indptr, indices, Yr, u, Yu)
             wu = w[p0 : p0 + nu]
             z = Z[u]
-            pre = per_row and delta[u] != 0
-            if pre:
+            if per_row:  # (delta 0 gives exactly 1)
                 _row_diagonal(g, delta[u], dg, dinv, k)
-            if not (nu < k and _push_through(Yu[:nu], wu, nu, K, t, z, dinv, pre, k)):
+            if not (nu < k and _push_through(Yu[:nu], wu, nu, K, t, z, dinv, per_row, k)):
                 _cell_system(Yu, wu, nu, Yw, A, b, k)
                 for a in range(k):
-                    A[a, a] += dg[a] if pre else 1
+                    A[a, a] += dg[a]
                 if _cholesky_solve(A, b, k):
                     for a in range(k):
                         z[a] = b[a]

@@ -271,9 +271,9 @@ def _loss_from_parts(xtx: np.ndarray, yty: np.ndarray, observed: float, penalty:
     return float(np.sum(xtx * yty) + observed + penalty)
 
 
-def _penalty(F: np.ndarray, lam_rows: np.ndarray) -> float:
+def _penalty(F: np.ndarray, lam_rows: np.ndarray, threads: int = 1) -> float:
     """``sum_u lambda_u |f_u|^2`` in float64."""
-    return _Rotated(F).penalty(lam_rows, None, 1)
+    return _kernels.weighted_norms(F, lam_rows, _BLOCK, threads) if len(F) else 0.0
 
 
 class _Rotated:
@@ -319,15 +319,13 @@ class _Rotated:
     def penalty(self, lam_rows: np.ndarray, gram: np.ndarray | None, threads: int) -> float:
         """``sum_u lambda_u |x_u|^2`` of the true factors in float64; with one lambda for
         every row and their ``gram`` at hand, ``lambda trace(gram)`` (no pass over ``F``)."""
-        if len(self.F) == 0:
-            return 0.0
-        if gram is not None and np.all(lam_rows == lam_rows[0]):
+        if len(self.F) and gram is not None and np.all(lam_rows == lam_rows[0]):
             return float(lam_rows[0] * np.trace(gram.astype(np.float64)))
         if self.row_norms is not None:  # the kernels' (per-row lambdas, during a fit)
             return float(self.row_norms @ lam_rows)
         if self.back is not None:
             raise RuntimeError("the penalty of rotated factors needs the kernels' row norms")
-        return _kernels.weighted_norms(self.F, lam_rows, _BLOCK, threads)
+        return _penalty(self.F, lam_rows, threads)
 
 
 def row_regularization(

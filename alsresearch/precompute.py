@@ -113,7 +113,10 @@ def recommend_all(
             resumed += 1
             rows += pq.ParquetFile(part).metadata.num_rows
             continue
-        rows += _write_part(part, model, lo, hi, n, exclude_seen, user_type, item_type)
+        # the table is a temporary of this statement: one chunk's arrays are alive at a time
+        rows += _write_part(
+            part, _chunk_table(model, lo, hi, n, exclude_seen, user_type, item_type)
+        )
         if progress:
             print(
                 f"\rrecommend-all: {hi:,}/{n_users:,} users, chunk {c + 1}/{chunks}",
@@ -127,20 +130,8 @@ def recommend_all(
     return PrecomputeResult(out, n_users, rows, chunks, resumed, time.perf_counter() - start)
 
 
-def _write_part(
-    part: Path,
-    model: Recommender,
-    lo: int,
-    hi: int,
-    n: int,
-    exclude_seen: bool,
-    user_type: pa.DataType,
-    item_type: pa.DataType,
-) -> int:
-    """Write the part ``part``: the top-``n`` of users ``lo:hi`` with their external ids;
-    returns its number of rows. Its arrays live only here, so one chunk's are alive at a time
-    (the ranking's index array is freed before the write)."""
-    table = _chunk_table(model, lo, hi, n, exclude_seen, user_type, item_type)
+def _write_part(part: Path, table: pa.Table) -> int:
+    """Write ``table`` as the part ``part``; returns its number of rows."""
     atomic_write(part, lambda fh: pq.write_table(table, fh, **_ENCODING))
     return table.num_rows
 
